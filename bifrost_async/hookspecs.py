@@ -1,0 +1,88 @@
+"""The hooks a bifrost-async plugin may implement.
+
+A plugin is any module or object with functions decorated by :data:`bifrost_async.hookimpl`,
+registered through the ``bifrost_async`` entry-point group (a distribution named
+``bifrost-async-<name>``) or passed as ``AsyncJobsMiddleware(app, plugins=[...])``.
+
+Hooks are synchronous and cheap. I/O belongs in the async methods of the store and provider
+objects that the registration hooks hand over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+from .jobs import Job
+from .provider import ProviderFactory
+from .store import StoreFactory
+
+PROJECT = "bifrost_async"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Decorate a plugin's hook functions with this.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+    """Register job stores by name.
+
+    Called once when a middleware builds its plugin registries. Call ``register(name, factory)``
+    for each store; ``factory(context: StoreContext)`` returns an object that satisfies
+    :class:`bifrost_async.store.JobStore`. Configuration chooses a store by ``name``
+    (``store="memory"``). Two plugins registering the same name is an error naming both.
+    """
+
+
+@hookspec
+def register_providers(register: Callable[[str, ProviderFactory], None]) -> None:
+    """Register providers (where jobs run) by name.
+
+    Called once when a middleware builds its plugin registries. Call ``register(name, factory)``;
+    ``factory(context: ProviderContext)`` returns a :class:`bifrost_async.provider.Provider`.
+    Configuration chooses one by name (``provider="asgi"``). Duplicate names are an error.
+    """
+
+
+@hookspec(firstresult=True)
+def job_owner(headers: list[tuple[bytes, bytes]], scope: dict[str, Any], secret: str | None) -> str | None:
+    """Decide who owns a job: on submit, the owner stored with it; on poll, who asks.
+
+    Called on every submit and every poll with the request's ASGI ``headers`` and ``scope``, and
+    the configured ``owner_secret``. Return a stable string that identifies the owner without
+    revealing a credential (a digest), ``""`` for a public job that anyone may poll, or ``None``
+    to let the next implementation decide. The first non-``None`` answer wins; the built-in one
+    (``trylast``) digests ``x-bf-vk``, ``Authorization``, ``x-api-key`` or ``x-goog-api-key``.
+    A poll succeeds only if it yields the same string as the submit.
+    """
+
+
+@hookspec
+def job_submitted(job: Job) -> None:
+    """Observe a job that was just accepted (status ``pending``), after it was stored.
+
+    Called once per job, in the request's task. Must not block or raise; exceptions are logged
+    and ignored. ``job`` must not be modified.
+    """
+
+
+@hookspec
+def job_started(job: Job) -> None:
+    """Observe a job that a worker has just started (status ``processing``).
+
+    Called once per run, in the worker's task, after the status was stored. Must not block or
+    raise; exceptions are logged and ignored. ``job`` must not be modified.
+    """
+
+
+@hookspec
+def job_finished(job: Job) -> None:
+    """Observe a job that reached ``completed`` or ``failed``, after the outcome was stored.
+
+    Called once per job that this process finished (including jobs failed at shutdown or as
+    orphans), with ``status_code``, ``completed_at`` and ``expires_at`` set. Must not block or
+    raise; exceptions are logged and ignored. ``job`` must not be modified.
+    """

@@ -1,0 +1,123 @@
+"""The job record: what is stored for each async request, and how it is shown to clients."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life. It only ever moves forward."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+#: The statuses a job may move to from each status.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.PROCESSING, JobStatus.FAILED}),
+    JobStatus.PROCESSING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+}
+
+
+def may_move(current: JobStatus, new: JobStatus) -> bool:
+    """True if a stored job in ``current`` may be overwritten by one in ``new``: forward moves,
+    and rewrites of a non-terminal status (lease renewals)."""
+    return new in TRANSITIONS[current] or (new is current and not current.terminal)
+
+
+def new_job_id() -> str:
+    """A random UUID v4 in lowercase 8-4-4-4-12 form (``uuid4`` reads ``os.urandom``)."""
+    return str(uuid.uuid4())
+
+
+def is_job_id(value: str) -> bool:
+    """True when ``value`` has the exact shape of the ids :func:`new_job_id` makes."""
+    return _UUID4.fullmatch(value) is not None
+
+
+def rfc3339(timestamp: float) -> str:
+    """Format epoch seconds as RFC 3339 UTC with millisecond precision, e.g. ``...T17:04:05.123Z``."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclasses.dataclass
+class Job:
+    """One async request and, once it has ended, its outcome.
+
+    Times are epoch seconds (floats). ``owner`` is a digest of the submitting credential, or
+    ``""`` for a public job; the credential itself is never held. The request body is never part
+    of a job: it lives only in the runner's spool file until the job has run.
+    """
+
+    id: str
+    request_id: str
+    request_type: str
+    status: JobStatus
+    created_at: float
+    ttl: int
+    owner: str = ""
+    extra_fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    started_at: float | None = None
+    completed_at: float | None = None
+    expires_at: float | None = None
+    status_code: int | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    #: Until when the worker running the job has promised to be alive (renewed while it runs).
+    lease_expires_at: float | None = None
+    #: Which worker process runs the job (free text, for operators).
+    worker: str | None = None
+
+    def expired(self, now: float) -> bool:
+        """True once the result's TTL has run out."""
+        return self.expires_at is not None and now >= self.expires_at
+
+    def to_public(self) -> dict[str, Any]:
+        """The job as the contract shows it to clients: absent fields are omitted."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "request_id": self.request_id,
+            "status": self.status.value,
+            "created_at": rfc3339(self.created_at),
+        }
+        if self.completed_at is not None:
+            body["completed_at"] = rfc3339(self.completed_at)
+        if self.expires_at is not None:
+            body["expires_at"] = rfc3339(self.expires_at)
+        if self.status_code is not None:
+            body["status_code"] = self.status_code
+        if self.status is JobStatus.COMPLETED:
+            body["result"] = self.result
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field, for stores that serialise jobs."""
+        record = dataclasses.asdict(self)
+        record["status"] = self.status.value
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Job:
+        """Rebuild a job from :meth:`to_record` output (unknown keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in record.items() if key in names}
+        values["status"] = JobStatus(values["status"])
+        return cls(**values)

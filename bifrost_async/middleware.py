@@ -1,0 +1,226 @@
+"""``AsyncJobsMiddleware``: Bifrost's ``/v1/async`` job API on any ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pluggy
+import structlog
+
+from .capture import ClientDisconnected
+from .config import AsyncJobsConfig
+from .errors import AsyncJobError, error_body
+from .http import send_json
+from .plugins import make_plugin_manager, provider_registry, store_registry
+from .provider import Provider, ProviderContext
+from .runner import JobRunner
+from .service import JobService
+from .store import JobStore, StoreContext
+
+log = structlog.get_logger(__name__)
+
+ASGIApp = Any
+
+
+class AsyncJobsMiddleware:
+    """Wrap an ASGI app with the async job routes.
+
+    ``POST {prefix}/<type path>`` captures the request and answers 202 with a job;
+    ``GET {prefix}/<type path>/{id}`` polls it. Every other request goes to ``app`` untouched.
+    Jobs are replayed into ``app`` itself by the default ``asgi`` provider.
+
+    Options are the fields of :class:`~bifrost_async.config.AsyncJobsConfig`, as keywords or as
+    ``config=``. ``plugins`` registers extra plugin objects on this instance's own plugin manager;
+    ``plugin_manager`` replaces that manager entirely. Works as
+    ``app.add_middleware(AsyncJobsMiddleware, **options)`` in Starlette and FastAPI.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: AsyncJobsConfig | None = None,
+        plugins: tuple[Any, ...] | list[Any] = (),
+        plugin_manager: pluggy.PluginManager | None = None,
+        **options: Any,
+    ) -> None:
+        if config is not None and options:
+            raise TypeError("pass either config= or keyword options, not both")
+        self.app = app
+        self.config = config or AsyncJobsConfig.from_options(**options)
+        self.pm = plugin_manager or make_plugin_manager(plugins)
+        self.routes = self.config.routes()
+        self._store_factory = store_registry(self.pm).get(self.config.store)
+        self._provider_factory = provider_registry(self.pm).get(self.config.provider)
+        self.store: JobStore | None = None
+        self.provider: Provider | None = None
+        self.runner: JobRunner | None = None
+        self.service: JobService | None = None
+        self._start_lock = asyncio.Lock()
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Start the store, the provider and the worker pool (once; later calls do nothing)."""
+        async with self._start_lock:
+            if self.service is not None:
+                return
+            cfg = self.config
+            store = self._store_factory(
+                StoreContext(clock=cfg.clock, max_jobs=cfg.max_jobs, options=cfg.store_options)
+            )
+            provider = self._provider_factory(ProviderContext(app=self.app, options=cfg.provider_options))
+            await store.start()
+            try:
+                await provider.start()
+            except BaseException:
+                await store.close()
+                raise
+            runner = JobRunner(store=store, provider=provider, pm=self.pm, config=cfg)
+            await runner.start()
+            self.store, self.provider, self.runner = store, provider, runner
+            self.service = JobService(config=cfg, pm=self.pm, store=store, runner=runner)
+            log.info(
+                "async_jobs.started", store=cfg.store, provider=cfg.provider, concurrency=cfg.concurrency
+            )
+
+    async def drain(self) -> None:
+        """Stop taking jobs; give queued and running jobs ``shutdown_grace`` to end, then fail
+        the rest. The wrapped app is still up while this runs."""
+        if self.runner is not None and self.runner.accepting:
+            await self.runner.stop()
+
+    async def shutdown(self) -> None:
+        """:meth:`drain`, then close the provider and the store."""
+        await self.drain()
+        if self._stopped or self.service is None:
+            return
+        self._stopped = True
+        assert self.provider is not None and self.store is not None
+        try:
+            await self.provider.close()
+        finally:
+            await self.store.close()
+        log.info("async_jobs.stopped")
+
+    async def _lifespan(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Run our start/stop inside the server's lifespan and pass it on to the app; if the app
+        does not speak lifespan, answer the server ourselves."""
+        seen_startup = False
+        failed: list[str] = []
+
+        async def app_receive() -> dict[str, Any]:
+            nonlocal seen_startup
+            message: dict[str, Any] = await receive()
+            if message["type"] == "lifespan.startup":
+                seen_startup = True
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("async_jobs.startup_failed")
+                    failed.append(f"bifrost-async failed to start: {type(exc).__name__}: {exc}")
+            elif message["type"] == "lifespan.shutdown":
+                await self.drain()
+            return message
+
+        async def app_send(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.complete" and failed:
+                message = {"type": "lifespan.startup.failed", "message": failed[0]}
+            elif message["type"] == "lifespan.shutdown.complete":
+                await self.shutdown()
+            await send(message)
+
+        try:
+            await self.app(scope, app_receive, app_send)
+        except BaseException:
+            if seen_startup:
+                raise
+            log.info("async_jobs.app_without_lifespan")
+        else:
+            if seen_startup:
+                return
+        await self._own_lifespan(receive, send)
+
+    async def _own_lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if not self.routes.owns(path):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._handle(path, scope, receive, tracked_send)
+        except ClientDisconnected:
+            log.info("job.client_disconnected")
+        except AsyncJobError as exc:
+            if not started:
+                await send_json(tracked_send, exc.status_code, exc.body(), exc.headers)
+        except Exception:
+            log.exception("async_jobs.internal_error", path=path)
+            if not started:
+                body = error_body(500, "internal error in the async job service", type="server_error")
+                await send_json(tracked_send, 500, body)
+
+    async def _handle(self, path: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        spec, job_id = self.routes.match(path)
+        if spec is None:
+            raise AsyncJobError(
+                404, f"no async route at {path}", type="not_found_error", code="unknown_route"
+            )
+        method = scope["method"]
+        allowed = "POST" if job_id is None else "GET"
+        if method not in allowed.split(", "):
+            raise AsyncJobError(
+                405,
+                f"method {method} is not allowed here",
+                code="method_not_allowed",
+                headers={"Allow": allowed},
+            )
+        if self.service is None:
+            await self.startup()  # servers that run no lifespan
+        assert self.service is not None
+        cfg = self.config
+        if job_id is None:
+            job = await self.service.submit(spec, scope, receive)
+            location = self.routes.poll_url(spec, job.id, scope.get("root_path", ""))
+            headers = {"Location": location, "Retry-After": str(cfg.retry_after)}
+            await send_json(send, 202, job.to_public(), headers)
+            return
+        job = await self.service.poll(spec, job_id, scope)
+        if job.status.terminal:
+            await send_json(send, 200, job.to_public())
+        else:
+            await send_json(send, 202, job.to_public(), {"Retry-After": str(cfg.retry_after)})

@@ -1,0 +1,97 @@
+"""The plugin manager and the name registries for stores and providers."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import pluggy
+import structlog
+
+from . import hookspecs
+from .provider import ProviderFactory
+from .store import StoreFactory
+
+#: Built-in plugins, registered like any third-party plugin.
+DEFAULT_PLUGINS = (
+    "bifrost_async.default_plugins.memory",
+    "bifrost_async.default_plugins.asgi",
+    "bifrost_async.default_plugins.owner",
+)
+
+F = TypeVar("F")
+log = structlog.get_logger(__name__)
+
+
+class PluginError(Exception):
+    """A plugin or registry problem: a duplicate name, an unknown name."""
+
+
+def make_plugin_manager(plugins: Iterable[Any] = (), *, entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh plugin manager: the hookspecs, the default plugins, installed plugins from the
+    ``bifrost_async`` entry-point group (unless ``entry_points=False``), then ``plugins``."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    if entry_points:
+        pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+    for plugin in plugins:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
+class Registry(Generic[F]):
+    """Factories by name, filled by one registration hook; duplicates name both plugins."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, tuple[F, str]] = {}
+
+    def fill(self, pm: pluggy.PluginManager, hook_name: str) -> Registry[F]:
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            args = {"register": self._registrar(impl.plugin_name)} if "register" in impl.argnames else {}
+            impl.function(**args)
+        return self
+
+    def _registrar(self, plugin_name: str) -> Callable[[str, F], None]:
+        def register(name: str, factory: F) -> None:
+            if name in self._entries:
+                other = self._entries[name][1]
+                raise PluginError(
+                    f"{self.kind} {name!r} is registered by both plugin {other!r} and plugin {plugin_name!r}"
+                )
+            self._entries[name] = (factory, plugin_name)
+
+        return register
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> F:
+        try:
+            return self._entries[name][0]
+        except KeyError:
+            known = ", ".join(self.names()) or "none"
+            raise PluginError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+
+
+def store_registry(pm: pluggy.PluginManager) -> Registry[StoreFactory]:
+    """Stores registered by every plugin in ``pm``."""
+    return Registry[StoreFactory]("store").fill(pm, "register_stores")
+
+
+def provider_registry(pm: pluggy.PluginManager) -> Registry[ProviderFactory]:
+    """Providers registered by every plugin in ``pm``."""
+    return Registry[ProviderFactory]("provider").fill(pm, "register_providers")
+
+
+def notify(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:
+    """Call an observer hook; a failing observer is logged, never allowed to break a job."""
+    try:
+        getattr(pm.hook, hook_name)(**kwargs)
+    except Exception:
+        log.exception("plugin.hook_failed", hook=hook_name)

@@ -1,0 +1,129 @@
+"""Turn a synchronous endpoint's response into a job outcome, as the contract encodes it."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Any
+
+from python_multipart.multipart import parse_options_header
+
+from .errors import error_body
+
+_TEXT_TYPES = (b"text/",)
+_JSON_SUFFIX = b"+json"
+_MESSAGE_LIMIT = 2000
+
+
+@dataclasses.dataclass
+class CapturedResponse:
+    """What the synchronous endpoint answered: status, headers (lowercase names) and body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    @property
+    def content_type(self) -> bytes:
+        for key, value in self.headers:
+            if key == b"content-type":
+                return value
+        return b""
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a job ended: ``result`` for success, ``error`` (Bifrost shape) for failure."""
+
+    status_code: int
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def encode_result(response: CapturedResponse) -> Any:
+    """The ``result`` value for a 2xx response: JSON as itself, text as ``{"text"}``, anything
+    else as ``{"audio": base64, "content_type"}``."""
+    mime, params = parse_options_header(response.content_type)
+    mime = mime.lower()
+    json_like = mime == b"application/json" or mime.endswith(_JSON_SUFFIX)
+    if json_like or not mime:
+        try:
+            return json.loads(response.body)
+        except (ValueError, UnicodeDecodeError):
+            pass
+    if json_like or mime.startswith(_TEXT_TYPES):
+        return {"text": _decode(response.body, params)}
+    if not mime:
+        try:
+            return {"text": response.body.decode("utf-8")}
+        except UnicodeDecodeError:
+            pass
+    return {
+        "audio": base64.b64encode(response.body).decode("ascii"),
+        "content_type": response.content_type.decode("latin-1") or "application/octet-stream",
+    }
+
+
+def outcome_from_response(response: CapturedResponse, extra_fields: dict[str, Any]) -> Outcome:
+    """A completed outcome for 2xx, a failed one carrying the endpoint's error otherwise."""
+    if 200 <= response.status < 300:
+        return Outcome(status_code=response.status, result=encode_result(response))
+    return Outcome(
+        status_code=response.status,
+        error=error_from_body(response.status, response.body, extra_fields),
+    )
+
+
+def error_from_body(status: int, body: bytes, extra_fields: dict[str, Any]) -> dict[str, Any]:
+    """Build the Bifrost error for a non-2xx answer from whatever shape its body has."""
+    try:
+        value = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if isinstance(value, dict):
+        inner = value.get("error")
+        if isinstance(inner, dict):
+            mapped = {k: inner[k] for k in ("type", "code", "param", "event_id") if inner.get(k) is not None}
+            message = inner.get("message")
+            mapped["message"] = str(message) if message is not None else f"request failed with HTTP {status}"
+            result = error_body(status, mapped.pop("message"), extra_fields=extra_fields)
+            result["error"].update(mapped)
+            if isinstance(value.get("type"), str):
+                result["type"] = value["type"]
+            if isinstance(value.get("event_id"), str):
+                result["event_id"] = value["event_id"]
+            if isinstance(value.get("extra_fields"), dict):
+                result["extra_fields"] = {**extra_fields, **value["extra_fields"]}
+            return result
+        for key in ("error", "detail", "message"):
+            if isinstance(value.get(key), str):
+                return error_body(status, value[key][:_MESSAGE_LIMIT], extra_fields=extra_fields)
+    text = body.decode("utf-8", "replace").strip() if body else ""
+    if isinstance(value, (list, dict)):
+        text = json.dumps(value)
+    message = text[:_MESSAGE_LIMIT] or f"request failed with HTTP {status}"
+    return error_body(status, message, extra_fields=extra_fields)
+
+
+def failure(status: int, message: str, extra_fields: dict[str, Any], *, type: str, code: str) -> Outcome:
+    """A failed outcome the service itself decides (timeout, crash, lost worker)."""
+    return Outcome(
+        status_code=status,
+        error=error_body(status, message, type=type, code=code, extra_fields=extra_fields),
+    )
+
+
+def _charset(params: dict[bytes, bytes]) -> str:
+    return params.get(b"charset", b"utf-8").decode("ascii", "replace") or "utf-8"
+
+
+def _decode(body: bytes, params: dict[bytes, bytes]) -> str:
+    try:
+        return body.decode(_charset(params), "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")

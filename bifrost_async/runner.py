@@ -1,0 +1,259 @@
+"""The bounded worker pool that runs jobs in the background.
+
+A fixed number of worker tasks take jobs from a queue whose length is bounded by reservations:
+a submit reserves a slot before it stores its job, so a full queue answers 429 and never grows.
+Each run is wrapped in a per-job timeout; on shutdown, queued and running jobs get a grace period
+and whatever has not finished by then is failed with a clear error, so nothing stays
+``processing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import pluggy
+import structlog
+
+from .capture import CapturedRequest
+from .config import AsyncJobsConfig
+from .jobs import Job, JobStatus
+from .plugins import notify
+from .provider import Provider, ProviderError
+from .results import Outcome, failure, outcome_from_response
+from .store import JobStore, StoreError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass
+class WorkItem:
+    """A stored job and the captured request it will replay (already aimed at the sync path)."""
+
+    job: Job
+    request: CapturedRequest
+    enqueued_at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def default_worker_name() -> str:
+    """``host:pid``, recorded on the jobs a process runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class JobRunner:
+    """Runs jobs with ``config.concurrency`` workers over a queue of ``config.queue_size``."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        provider: Provider,
+        pm: pluggy.PluginManager,
+        config: AsyncJobsConfig,
+        worker_name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.pm = pm
+        self.config = config
+        self.clock: Callable[[], float] = config.clock
+        self.worker_name = worker_name or default_worker_name()
+        self.accepting = False
+        self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
+        self._reserved = 0
+        self._workers: list[asyncio.Task[None]] = []
+        self._running: dict[str, tuple[Job, asyncio.Task[object]]] = {}
+        self._queued: dict[str, WorkItem] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+
+    # -- submit side ---------------------------------------------------------------------------
+
+    def reserve(self) -> bool:
+        """Take a queue slot for a job about to be stored; ``False`` when the queue is full."""
+        if not self.accepting or self._reserved >= self.config.queue_size:
+            return False
+        self._reserved += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot whose job was never enqueued (its store write failed)."""
+        self._reserved -= 1
+
+    def enqueue(self, item: WorkItem) -> None:
+        """Queue a stored job into the slot that :meth:`reserve` took."""
+        self._queued[item.job.id] = item
+        self._queue.put_nowait(item)
+
+    @property
+    def queued(self) -> int:
+        return self._reserved
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def owns(self, job_id: str) -> bool:
+        """True while this runner holds the job (queued or running): its lease is alive."""
+        return job_id in self._queued or job_id in self._running
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.accepting = True
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"bifrost-async-worker-{n}")
+            for n in range(self.config.concurrency)
+        ]
+        self._lease_task = asyncio.create_task(self._renew_leases(), name="bifrost-async-leases")
+
+    async def stop(self) -> None:
+        """Stop accepting, let work finish within ``shutdown_grace``, fail what is left."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._queue.join(), self.config.shutdown_grace)
+        except TimeoutError:
+            log.warning("runner.grace_expired", queued=self._queue.qsize(), running=len(self._running))
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            self._reserved -= 1
+            self._queued.pop(item.job.id, None)
+            reason = "the server shut down before the job started"
+            await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
+            item.request.close()
+            self._queue.task_done()
+        for _, task in list(self._running.values()):
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 10)
+        tasks = [*self._workers, *([self._lease_task] if self._lease_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers, self._lease_task = [], None
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            self._reserved -= 1
+            self._queued.pop(item.job.id, None)
+            try:
+                with structlog.contextvars.bound_contextvars(
+                    job_id=item.job.id, request_type=item.job.request_type
+                ):
+                    await self._run(item)
+            except Exception:
+                log.exception("job.runner_error")
+            finally:
+                item.request.close()
+                self._queue.task_done()
+
+    async def _run(self, item: WorkItem) -> None:
+        job = item.job
+        now = self.clock()
+        job.status = JobStatus.PROCESSING
+        job.started_at = now
+        job.worker = self.worker_name
+        job.lease_expires_at = now + self.config.lease_seconds
+        if not await self._store_update(job, expect=JobStatus.PENDING):
+            log.warning("job.not_started", reason="the stored job is no longer pending")
+            return
+        queue_wait = time.monotonic() - item.enqueued_at
+        log.info("job.started", queue_wait_ms=round(queue_wait * 1000, 1))
+        notify(self.pm, "job_started", job=job)
+        started = time.monotonic()
+        outcome = await self._execute(item)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        await self._finish(job, outcome, expect=JobStatus.PROCESSING, duration_ms=duration_ms)
+
+    async def _execute(self, item: WorkItem) -> Outcome:
+        job = item.job
+        task: asyncio.Task[object] = asyncio.create_task(
+            self.provider.execute(item.request, max_result_bytes=self.config.max_result_bytes)
+        )
+        self._running[job.id] = (job, task)
+        try:
+            response = await asyncio.wait_for(task, self.config.job_timeout)
+        except TimeoutError:
+            return failure(
+                504,
+                f"the job did not finish within its timeout of {self.config.job_timeout:g} s",
+                job.extra_fields,
+                type="timeout_error",
+                code="job_timeout",
+            )
+        except ProviderError as exc:
+            return failure(
+                exc.status_code, exc.message, job.extra_fields, type="provider_error", code=exc.code
+            )
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return self._shutdown_failure(job, "the server shut down before the job finished")
+        except Exception as exc:
+            log.error("job.crashed", exc_type=type(exc).__name__, exc_info=True)
+            return failure(
+                500,
+                f"the request crashed while running ({type(exc).__name__})",
+                job.extra_fields,
+                type="server_error",
+                code="job_crashed",
+            )
+        finally:
+            self._running.pop(job.id, None)
+        return outcome_from_response(response, job.extra_fields)  # type: ignore[arg-type]
+
+    def _shutdown_failure(self, job: Job, reason: str) -> Outcome:
+        return failure(500, reason, job.extra_fields, type="server_error", code="server_shutdown")
+
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, extend the lease of each job this runner holds, so another
+        process sharing the store can tell a live job from one whose worker died."""
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            held = [item.job for item in self._queued.values()]
+            held += [job for job, _ in self._running.values()]
+            for job in held:
+                if job.status.terminal:
+                    continue
+                job.lease_expires_at = self.clock() + self.config.lease_seconds
+                await self._store_update(job, expect=job.status)
+
+    async def _finish(
+        self, job: Job, outcome: Outcome, *, expect: JobStatus, duration_ms: float | None = None
+    ) -> None:
+        apply_outcome(job, outcome, self.clock())
+        if await self._store_update(job, expect=expect, attempts=5):
+            event = "job.completed" if outcome.ok else "job.failed"
+            log.info(event, status=job.status.value, status_code=job.status_code, duration_ms=duration_ms)
+            notify(self.pm, "job_finished", job=job)
+
+    async def _store_update(self, job: Job, *, expect: JobStatus, attempts: int = 1) -> bool:
+        """Write ``job`` if the stored status is ``expect``; retry a store outage a few times, so a
+        brief blip does not lose a finished job's outcome."""
+        for attempt in range(attempts):
+            try:
+                return await self.store.update(dataclasses.replace(job), expect=(expect,))
+            except StoreError as exc:
+                log.warning("job.store_error", error=str(exc), attempt=attempt + 1)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        return False
+
+
+def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:
+    """Set ``job`` to its terminal state: status, code, result or error, and its expiry."""
+    job.status = JobStatus.COMPLETED if outcome.ok else JobStatus.FAILED
+    job.status_code = outcome.status_code
+    job.result = outcome.result if outcome.ok else None
+    job.error = outcome.error
+    job.completed_at = now
+    job.expires_at = now + job.ttl
+    job.lease_expires_at = None

@@ -1,0 +1,201 @@
+"""Submit and poll: the contract's rules, independent of how requests arrive."""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import re
+from typing import Any
+
+import pluggy
+import structlog
+
+from .capture import CapturedRequest, Headers, header_value, spool_body
+from .config import AsyncJobsConfig
+from .errors import AsyncJobError, model_extra_fields, not_found
+from .jobs import Job, JobStatus, is_job_id, new_job_id
+from .plugins import notify
+from .results import failure
+from .routes import RouteSpec
+from .runner import JobRunner, WorkItem, apply_outcome
+from .store import JobStore, StoreFull, StoreUnavailable
+from .validation import validate_body
+
+log = structlog.get_logger(__name__)
+
+TTL_HEADER = b"x-bf-async-job-result-ttl"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def parse_ttl(raw: bytes | None, default: int, maximum: int) -> int:
+    """The contract's TTL rule: absent, empty, non-integer, zero or negative give ``default``;
+    larger than ``maximum`` gives ``maximum``."""
+    if raw is None:
+        return default
+    text = raw.decode("latin-1").strip()
+    if not _INTEGER.fullmatch(text):
+        return default
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if text.startswith("-") or digits == "0":
+        return default
+    if len(digits) > len(str(maximum)):  # no need to build a huge int to know it is too big
+        return maximum
+    return min(int(digits), maximum)
+
+
+class JobService:
+    """Implements submit and poll on a store and a runner."""
+
+    def __init__(
+        self, *, config: AsyncJobsConfig, pm: pluggy.PluginManager, store: JobStore, runner: JobRunner
+    ) -> None:
+        self.config = config
+        self.pm = pm
+        self.store = store
+        self.runner = runner
+
+    def owner(self, scope: dict[str, Any]) -> str:
+        """Who is asking, as the ``job_owner`` hook decides."""
+        owner = self.pm.hook.job_owner(headers=scope["headers"], scope=scope, secret=self.config.owner_secret)
+        return owner or ""
+
+    def unavailable(self, message: str) -> AsyncJobError:
+        return AsyncJobError(
+            503,
+            message,
+            type="service_unavailable",
+            code="store_unavailable",
+            headers={"Retry-After": str(self.config.retry_after)},
+        )
+
+    async def submit(self, spec: RouteSpec, scope: dict[str, Any], receive: Any) -> Job:
+        """Capture, validate, store and enqueue a request; return the pending job.
+
+        Raises :class:`AsyncJobError` with the contract's status for every refusal, in the
+        contract's order; no job exists after a refusal.
+        """
+        if not self.runner.accepting:
+            raise self.unavailable("the server is shutting down and accepts no new jobs")
+        headers: Headers = scope["headers"]
+        body, size = await spool_body(
+            receive,
+            headers,
+            max_bytes=self.config.max_body_bytes,
+            memory_bytes=self.config.spool_memory_bytes,
+            spool_dir=self.config.spool_dir,
+        )
+        request = CapturedRequest(
+            method="POST",
+            path=spec.sync_path,
+            query_string=scope.get("query_string", b""),
+            headers=headers,
+            body=body,
+            body_size=size,
+            scope=scope,
+        )
+        try:
+            job = await self._accept(spec, scope, request)
+        except BaseException:
+            request.close()
+            raise
+        return job
+
+    async def _accept(self, spec: RouteSpec, scope: dict[str, Any], request: CapturedRequest) -> Job:
+        model = validate_body(spec, request.headers, request.body)
+        if not self.runner.reserve():
+            if not self.runner.accepting:
+                raise self.unavailable("the server is shutting down and accepts no new jobs")
+            raise AsyncJobError(
+                429,
+                "the job queue is full; retry later",
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(self.config.retry_after)},
+            )
+        now = self.config.clock()
+        raw_request_id = header_value(request.headers, b"x-request-id")
+        request_id = raw_request_id.decode("latin-1") if raw_request_id else ""
+        job = Job(
+            id=new_job_id(),
+            request_id=request_id if _REQUEST_ID.fullmatch(request_id) else new_job_id(),
+            request_type=spec.request_type,
+            status=JobStatus.PENDING,
+            created_at=now,
+            ttl=parse_ttl(
+                header_value(request.headers, TTL_HEADER), self.config.default_ttl, self.config.max_ttl
+            ),
+            owner=self.owner(scope),
+            extra_fields=model_extra_fields(model, spec.request_type),
+            worker=self.runner.worker_name,
+            lease_expires_at=now + self.config.lease_seconds,
+        )
+        try:
+            await self.store.create(job)
+        except StoreFull as exc:
+            self.runner.release()
+            raise self.unavailable(str(exc)) from None
+        except StoreUnavailable:
+            self.runner.release()
+            raise self.unavailable("the job store is unavailable; retry later") from None
+        except BaseException:
+            self.runner.release()
+            raise
+        self.runner.enqueue(WorkItem(job=job, request=request))
+        log.info(
+            "job.submitted",
+            job_id=job.id,
+            request_type=job.request_type,
+            status=job.status.value,
+            body_bytes=request.body_size,
+            ttl=job.ttl,
+        )
+        notify(self.pm, "job_submitted", job=job)
+        return job
+
+    async def poll(self, spec: RouteSpec, job_id: str, scope: dict[str, Any]) -> Job:
+        """The job for a poll, or the one 404 for unknown, expired, wrong type or wrong owner."""
+        if not is_job_id(job_id):
+            raise not_found()
+        try:
+            job = await self.store.get(job_id)
+        except StoreUnavailable:
+            raise self.unavailable("the job store is unavailable; retry later") from None
+        now = self.config.clock()
+        if job is None or job.expired(now) or job.request_type != spec.request_type:
+            raise not_found()
+        if not hmac.compare_digest(job.owner, self.owner(scope)) and job.owner:
+            raise not_found()
+        if self._orphaned(job, now):
+            job = await self._fail_orphan(job)
+        return job
+
+    def _orphaned(self, job: Job, now: float) -> bool:
+        return (
+            not job.status.terminal
+            and job.lease_expires_at is not None
+            and job.lease_expires_at < now
+            and not self.runner.owns(job.id)
+        )
+
+    async def _fail_orphan(self, job: Job) -> Job:
+        """Fail a job whose worker stopped renewing its lease; another poller may win the race,
+        in which case the stored (terminal) job is returned."""
+        expect = job.status
+        failed = dataclasses.replace(job)
+        outcome = failure(
+            500,
+            "the worker running this job was lost before it finished (its lease ran out)",
+            job.extra_fields,
+            type="server_error",
+            code="worker_lost",
+        )
+        apply_outcome(failed, outcome, self.config.clock())
+        try:
+            if await self.store.update(failed, expect=(expect,)):
+                log.warning("job.orphan_failed", job_id=job.id, worker=job.worker)
+                notify(self.pm, "job_finished", job=failed)
+                return failed
+            return await self.store.get(job.id) or failed
+        except StoreUnavailable:
+            raise self.unavailable("the job store is unavailable; retry later") from None
