@@ -232,7 +232,14 @@ class JobRunner:
         apply_outcome(job, outcome, self.clock())
         if await self._store_update(job, expect=expect, attempts=5):
             event = "job.completed" if outcome.ok else "job.failed"
-            log.info(event, status=job.status.value, status_code=job.status_code, duration_ms=duration_ms)
+            log.info(
+                event,
+                job_id=job.id,
+                request_type=job.request_type,
+                status=job.status.value,
+                status_code=job.status_code,
+                duration_ms=duration_ms,
+            )
             notify(self.pm, "job_finished", job=job)
 
     async def _store_update(self, job: Job, *, expect: JobStatus, attempts: int = 1) -> bool:
