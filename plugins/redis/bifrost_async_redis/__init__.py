@@ -1,0 +1,35 @@
+"""bifrost-async-redis: a Redis job store for bifrost-async.
+
+Installed, it registers the store ``redis`` through the ``bifrost_async`` entry-point group, so
+``AsyncJobsMiddleware(app, store="redis", store_options={"url": "redis://host:6379/0"})`` or
+``bifrost-async serve --store redis --store-option url=redis://host:6379/0`` shares jobs between
+every process pointed at the same Redis. It uses only the public plugin hooks and store contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bifrost_async import hookimpl
+from bifrost_async.store import StoreContext, StoreFactory
+
+from .options import RedisStoreOptions
+from .store import RedisJobStore
+
+__version__ = "0.1.0"
+
+
+def redis_store(context: StoreContext) -> RedisJobStore:
+    """Factory for the ``redis`` store: options from ``context.options``; the bound is the
+    ``max_jobs`` store option if given, else the middleware's ``max_jobs`` (0: no bound)."""
+    options = RedisStoreOptions.from_mapping(context.options)
+    max_jobs = context.max_jobs if options.max_jobs is None else options.max_jobs
+    return RedisJobStore(options, clock=context.clock, max_jobs=max_jobs)
+
+
+@hookimpl
+def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+    register("redis", redis_store)
+
+
+__all__ = ["RedisJobStore", "RedisStoreOptions", "redis_store"]

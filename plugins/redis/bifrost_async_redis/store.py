@@ -1,0 +1,167 @@
+"""``RedisJobStore``: the :class:`bifrost_async.store.JobStore` contract on a shared Redis.
+
+Every process that uses the same Redis and prefix sees the same jobs, so a job submitted to one
+uvicorn worker or machine can be polled on any other. Writes are Lua scripts (``scripts.py``),
+hence atomic; expiry is enforced twice: Redis forgets a finished job at ``expires_at``
+(``PEXPIREAT``), and :meth:`get` also judges ``expires_at`` by the injected clock, so an expired
+job answers 404 at once whatever the two clocks say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+import structlog
+from bifrost_async.jobs import Job, JobStatus, may_move
+from bifrost_async.store import StoreFull, StoreUnavailable
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from . import scripts
+from .options import RedisStoreOptions
+
+log = structlog.get_logger(__name__)
+
+#: Redis answers that mean "not now" rather than "wrong request": each becomes a 503 with
+#: Retry-After instead of a 500. ConnectionError covers refused connections, busy loading (a
+#: restarting server reading its data), authentication and an exhausted pool.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,
+    rexc.TryAgainError,
+    rexc.ClusterDownError,
+    OSError,
+)
+
+
+class RedisJobStore:
+    """Jobs in Redis, shared by every process that points at the same server and prefix."""
+
+    def __init__(self, options: RedisStoreOptions, *, clock: Callable[[], float], max_jobs: int) -> None:
+        self.options = options
+        self.clock = clock
+        self.max_jobs = max_jobs
+        self._redis: aioredis.Redis | None = None
+        self._create: Any = None
+        self._update: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def job_key(self, job_id: str) -> str:
+        return f"{self.options.prefix}job:{job_id}"
+
+    @property
+    def jobs_key(self) -> str:
+        return f"{self.options.prefix}jobs"
+
+    @property
+    def leases_key(self) -> str:
+        return f"{self.options.prefix}leases"
+
+    def _keys(self, job_id: str) -> list[str]:
+        return [self.job_key(job_id), self.jobs_key, self.leases_key]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client (after :meth:`start`)."""
+        if self._redis is None:
+            raise RuntimeError("the redis store is not started")
+        return self._redis
+
+    async def start(self) -> None:
+        """Build the connection pool and check Redis once. Redis being down is not fatal: the
+        pool connects on demand, so the service answers 503 until Redis is back, then recovers."""
+        opts = self.options
+        pool = aioredis.BlockingConnectionPool.from_url(
+            opts.url,
+            max_connections=opts.max_connections,
+            timeout=opts.socket_timeout,
+            socket_timeout=opts.socket_timeout,
+            socket_connect_timeout=opts.socket_connect_timeout,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), opts.retries),
+            health_check_interval=30,
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._create = self._redis.register_script(scripts.CREATE)
+        self._update = self._redis.register_script(scripts.UPDATE)
+        try:
+            with self.guard():
+                await self._redis.ping()
+        except StoreUnavailable as exc:
+            log.warning("redis_store.unavailable_at_start", url=opts.safe_url(), error=str(exc))
+        else:
+            log.info("redis_store.started", url=opts.safe_url(), prefix=opts.prefix)
+        if opts.sweep_interval > 0:
+            from .sweep import sweep_forever  # here, not at the top: sweep imports this module
+
+            self._sweeper = asyncio.create_task(sweep_forever(self), name="bifrost-async-redis-sweep")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        if self._redis is not None:
+            await self._redis.aclose(close_connection_pool=True)
+            self._redis = None
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def create(self, job: Job) -> None:
+        with self.guard():
+            stored = await self._create(keys=self._keys(job.id), args=self._args(job, self.max_jobs))
+        if stored == -1:
+            raise StoreFull(f"the job store holds its maximum of {self.max_jobs} live jobs")
+        if stored != 1:
+            raise ValueError(f"job {job.id} exists already")
+
+    async def get(self, job_id: str) -> Job | None:
+        with self.guard():
+            raw = await self.redis.hget(self.job_key(job_id), "record")
+        if raw is None:
+            return None
+        job = Job.from_record(json.loads(raw))
+        # Redis expires by its own real-time clock; the contract is judged by the injected one.
+        return None if job.expired(self.clock()) else job
+
+    async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
+        # The forward-only rule stays in Python (may_move); the script only compares statuses.
+        allowed = [status.value for status in expect if may_move(status, job.status)]
+        if not allowed:
+            return False
+        with self.guard():
+            written = await self._update(keys=self._keys(job.id), args=[*self._args(job), *allowed])
+        return bool(written == 1)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _args(self, job: Job, *bound: int) -> list[str | int]:
+        """The scripts' shared arguments: id, record, status, now[, bound], lease, expiry."""
+        record = json.dumps(job.to_record(), separators=(",", ":"))
+        lease = "" if job.status.terminal or job.lease_expires_at is None else repr(job.lease_expires_at)
+        expires = "" if job.expires_at is None else repr(job.expires_at)
+        # PEXPIREAT wants whole milliseconds; rounding up never forgets a job early.
+        pxat: str | int = "" if job.expires_at is None else max(1, math.ceil(job.expires_at * 1000))
+        return [job.id, record, job.status.value, repr(self.clock()), *bound, lease, expires, pxat]
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn Redis being unreachable, slow or out of memory into the core's store errors."""
+        try:
+            yield
+        except rexc.OutOfMemoryError:
+            raise StoreFull("the Redis job store is out of memory (maxmemory reached)") from None
+        except _UNAVAILABLE as exc:
+            log.warning("redis_store.unavailable", error_type=type(exc).__name__)
+            raise StoreUnavailable(f"redis is unavailable ({type(exc).__name__})") from None
