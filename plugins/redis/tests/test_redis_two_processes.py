@@ -1,0 +1,152 @@
+"""Two real uvicorn server processes share one real Redis: a job submitted to one is polled on the
+other; a process killed with SIGKILL mid-job leaves no job ``processing``; a Redis restart gives
+503 while it is down and the service recovers by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from redis_server import RedisServer, free_port, wait_until
+
+SUBMIT = "/v1/async/chat/completions"
+TESTS = Path(__file__).parent
+LEASE = 1.5  # lease_seconds of redis_worker_app
+SWEEP = 3.0  # its sweep interval
+
+
+class ServerProcess:
+    """``python -m uvicorn redis_worker_app:app`` on its own port, configured by environment."""
+
+    def __init__(self, name: str, redis_url: str, gates: Path, logs: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "BIFROST_ASYNC_REDIS_URL": redis_url, "BIFROST_TEST_GATES": str(gates)}
+        env["BIFROST_TEST_SWEEP"] = str(SWEEP)
+        command = [sys.executable, "-m", "uvicorn", "redis_worker_app:app", "--app-dir", str(TESTS)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        self.log = logs / f"{name}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{self.log.read_text()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def servers(own_redis: RedisServer, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    own_redis.start()
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    pair = (
+        ServerProcess("a", own_redis.url, gates, tmp_path),
+        ServerProcess("b", own_redis.url, gates, tmp_path),
+    )
+    try:
+        for server in pair:
+            wait_until(server.ready, 30, f"server on port {server.port}")
+        yield pair
+    finally:
+        for server in pair:
+            server.stop()
+
+
+def submit(server: ServerProcess, token: str) -> str:
+    body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": token}]}
+    response = httpx.post(f"{server.url}{SUBMIT}", json=body, timeout=10)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def poll(server: ServerProcess, job_id: str) -> httpx.Response:
+    return httpx.get(f"{server.url}{SUBMIT}/{job_id}", timeout=10)
+
+
+def final(server: ServerProcess, job_id: str, deadline: float = 15.0) -> dict[str, Any]:
+    """Poll ``server`` until the job has ended; its body."""
+    answers: list[httpx.Response] = []
+
+    def ended() -> bool:
+        answers.append(poll(server, job_id))
+        assert answers[-1].status_code in (200, 202), answers[-1].text
+        return answers[-1].status_code == 200
+
+    wait_until(ended, deadline, f"job {job_id} to end")
+    body: dict[str, Any] = answers[-1].json()
+    return body
+
+
+def stored_status(redis_url: str, job_id: str) -> str | None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.hget(f"bifrost-async:job:{job_id}", "record")
+    finally:
+        client.close()
+    return None if raw is None else str(json.loads(raw)["status"])  # type: ignore[arg-type]
+
+
+def test_two_servers_share_jobs_survive_a_killed_worker_and_a_redis_restart(
+    servers: tuple[ServerProcess, ServerProcess], own_redis: RedisServer, tmp_path: Path
+) -> None:
+    a, b = servers
+    gates = tmp_path / "gates"
+
+    # 1. Submitted to A, polled on B: B sees it running, then sees A's result.
+    first = submit(a, "t1")
+    wait_until((gates / "started-t1").exists, 10, "A to start t1")
+    assert (gates / "started-t1").read_text() == str(a.process.pid)
+    assert poll(b, first).json()["status"] == "processing"
+    (gates / "release-t1").touch()
+    done = final(b, first)
+    assert done["status"] == "completed" and done["result"] == {"token": "t1", "pid": a.process.pid}
+
+    # 2. A is killed while it runs two jobs. B is polled for one; the other nobody polls (the sweep).
+    polled, unpolled = submit(a, "t2"), submit(a, "t3")
+    for token in ("t2", "t3"):
+        wait_until((gates / f"started-{token}").exists, 10, f"A to start {token}")
+    a.process.send_signal(signal.SIGKILL)
+    a.process.wait()
+    killed = time.monotonic()
+    lost = final(b, polled, deadline=LEASE + 10)
+    polled_after = time.monotonic() - killed
+    assert lost["status"] == "failed" and lost["status_code"] == 500
+    assert lost["error"]["error"]["code"] == "worker_lost"
+    assert "worker running this job was lost" in lost["error"]["error"]["message"]
+    wait_until(lambda: stored_status(own_redis.url, unpolled) == "failed", LEASE + SWEEP + 10, "the sweep")
+    swept_after = time.monotonic() - killed
+    assert final(b, unpolled)["error"]["error"]["code"] == "worker_lost"
+    print(f"\norphan failed {polled_after:.2f} s after SIGKILL on poll, {swept_after:.2f} s by the sweep")
+
+    # 3. Redis restarts: B answers 503 with Retry-After while it is down and recovers by itself.
+    own_redis.stop()
+    down = httpx.post(f"{b.url}{SUBMIT}", json={"model": "m", "messages": [{"content": "x"}]}, timeout=10)
+    assert down.status_code == 503 and down.headers["retry-after"] == "1", down.text
+    assert poll(b, first).status_code == 503
+    own_redis.start()
+    (gates / "release-t4").touch()
+    after = submit(b, "t4")
+    assert final(b, after)["result"] == {"token": "t4", "pid": b.process.pid}
