@@ -10,7 +10,7 @@ objects that the registration hooks hand over.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pluggy
@@ -85,4 +85,43 @@ def job_finished(job: Job) -> None:
     Called once per job that this process finished (including jobs failed at shutdown or as
     orphans), with ``status_code``, ``completed_at`` and ``expires_at`` set. Must not block or
     raise; exceptions are logged and ignored. ``job`` must not be modified.
+    """
+
+
+@hookspec
+def validate_submit(headers: list[tuple[bytes, bytes]], request_type: str) -> dict[str, str] | None:
+    """Accept or refuse a submit, and attach metadata to the job it creates.
+
+    Called on every submit after the body was validated (size, JSON or multipart, streaming,
+    ``model``, file) and before a queue slot is taken or the job is stored, with the request's
+    ASGI ``headers`` and the route's ``request_type``. Raise
+    :class:`bifrost_async.errors.AsyncJobError` to refuse the submit with that status and message
+    (no job is created). Return ``None``, or a small ``dict[str, str]`` that is merged into
+    ``job.metadata`` and stored with the job, so observers can read it when the job ends (e.g.
+    ``{"webhook": "billing"}``). Metadata must never hold a credential or any part of the request
+    body; prefix keys with the plugin's name to avoid clashes (a later plugin's key wins).
+    """
+
+
+@hookspec
+def async_jobs_startup(middleware: Any) -> Awaitable[None] | None:
+    """Start a plugin's own resources (sessions, background tasks) with the middleware.
+
+    Called once per :class:`~bifrost_async.AsyncJobsMiddleware` instance, after its store,
+    provider and worker pool have started, inside the server's event loop. ``middleware`` is that
+    instance (read ``middleware.config``, ``middleware.runner``, ``middleware.routes``; do not
+    replace them). Return ``None`` or an awaitable, which the middleware awaits; an exception
+    fails the server's startup.
+    """
+
+
+@hookspec
+def async_jobs_shutdown(middleware: Any) -> Awaitable[None] | None:
+    """Stop a plugin's own resources.
+
+    Called once per started middleware during shutdown, after the worker pool has drained (every
+    ``job_finished`` of this process has fired) and before the provider and the store close.
+    ``middleware`` is the instance being stopped. Return ``None`` or an awaitable, which the
+    middleware awaits (e.g. to flush pending deliveries within a bound); exceptions are logged
+    and ignored, so one plugin cannot stop the others from closing.
     """

@@ -83,6 +83,9 @@ class Job:
     lease_expires_at: float | None = None
     #: Which worker process runs the job (free text, for operators).
     worker: str | None = None
+    #: Small strings plugins attached at submit (``validate_submit`` hook), e.g. the webhook to
+    #: call when the job ends. Stored with the job, never shown to clients, never a credential.
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def expired(self, now: float) -> bool:
         """True once the result's TTL has run out."""

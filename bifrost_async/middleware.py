@@ -12,7 +12,7 @@ from .capture import ClientDisconnected
 from .config import AsyncJobsConfig
 from .errors import AsyncJobError, error_body
 from .http import send_json
-from .plugins import make_plugin_manager, provider_registry, store_registry
+from .plugins import call_lifecycle, make_plugin_manager, provider_registry, store_registry
 from .provider import Provider, ProviderContext
 from .runner import JobRunner
 from .service import JobService
@@ -82,6 +82,7 @@ class AsyncJobsMiddleware:
             await runner.start()
             self.store, self.provider, self.runner = store, provider, runner
             self.service = JobService(config=cfg, pm=self.pm, store=store, runner=runner)
+            await call_lifecycle(self.pm, "async_jobs_startup", isolate=False, middleware=self)
             log.info(
                 "async_jobs.started", store=cfg.store, provider=cfg.provider, concurrency=cfg.concurrency
             )
@@ -99,6 +100,7 @@ class AsyncJobsMiddleware:
             return
         self._stopped = True
         assert self.provider is not None and self.store is not None
+        await call_lifecycle(self.pm, "async_jobs_shutdown", isolate=True, middleware=self)
         try:
             await self.provider.close()
         finally:

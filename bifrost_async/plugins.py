@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -87,6 +88,21 @@ def store_registry(pm: pluggy.PluginManager) -> Registry[StoreFactory]:
 def provider_registry(pm: pluggy.PluginManager) -> Registry[ProviderFactory]:
     """Providers registered by every plugin in ``pm``."""
     return Registry[ProviderFactory]("provider").fill(pm, "register_providers")
+
+
+async def call_lifecycle(pm: pluggy.PluginManager, hook_name: str, *, isolate: bool, **kwargs: Any) -> None:
+    """Call a lifecycle hook (``async_jobs_startup``/``shutdown``) on each plugin in turn and await
+    what it returns. With ``isolate`` a failing plugin is logged and the others still run (shutdown);
+    without, the first failure propagates (startup)."""
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        try:
+            result = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            if not isolate:
+                raise
+            log.exception("plugin.hook_failed", hook=hook_name, plugin=impl.plugin_name)
 
 
 def notify(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:

@@ -103,6 +103,7 @@ class JobService:
 
     async def _accept(self, spec: RouteSpec, scope: dict[str, Any], request: CapturedRequest) -> Job:
         model = validate_body(spec, request.headers, request.body)
+        metadata = self.submit_metadata(request.headers, spec.request_type)
         if not self.runner.reserve():
             if not self.runner.accepting:
                 raise self.unavailable("the server is shutting down and accepts no new jobs")
@@ -127,6 +128,7 @@ class JobService:
             ),
             owner=self.owner(scope),
             extra_fields=model_extra_fields(model, spec.request_type),
+            metadata=metadata,
             worker=self.runner.worker_name,
             lease_expires_at=now + self.config.lease_seconds,
         )
@@ -152,6 +154,15 @@ class JobService:
         )
         notify(self.pm, "job_submitted", job=job)
         return job
+
+    def submit_metadata(self, headers: Headers, request_type: str) -> dict[str, str]:
+        """Ask the ``validate_submit`` hooks: any may refuse the submit by raising
+        :class:`AsyncJobError`; their answers are merged into the job's metadata."""
+        metadata: dict[str, str] = {}
+        # pluggy answers last-registered first; apply in registration order so later plugins win
+        for answer in reversed(self.pm.hook.validate_submit(headers=headers, request_type=request_type)):
+            metadata.update({str(key): str(value) for key, value in (answer or {}).items()})
+        return metadata
 
     async def poll(self, spec: RouteSpec, job_id: str, scope: dict[str, Any]) -> Job:
         """The job for a poll, or the one 404 for unknown, expired, wrong type or wrong owner."""

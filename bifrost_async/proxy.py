@@ -1,0 +1,226 @@
+"""The standalone reverse proxy: every request that is not an async job goes to the upstream as
+it is, streamed both ways; ``/healthz`` and ``/readyz`` report on the proxy and the upstream.
+
+:func:`build_proxy` wraps it in :class:`~bifrost_async.AsyncJobsMiddleware` with the ``http``
+provider, both sharing one :class:`~bifrost_async.upstream.Upstream` (one aiohttp session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import structlog
+
+from . import __version__
+from .errors import error_body
+from .http import send_json
+from .middleware import AsyncJobsMiddleware
+from .upstream import Upstream, UpstreamOptions, describe_failure, forward_headers, response_headers
+
+log = structlog.get_logger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class ProxyApp:
+    """A pure ASGI reverse proxy to ``upstream``.
+
+    Request and response bodies are streamed chunk by chunk (server-sent events flow as the
+    upstream writes them). A failure before the response started answers 502/504 in the
+    contract's error shape; a failure after it breaks off the client's response, since the status
+    line is already gone. A client that disconnects aborts its upstream request.
+    """
+
+    def __init__(
+        self, upstream: Upstream, *, health_path: str = "/healthz", ready_path: str = "/readyz"
+    ) -> None:
+        self.upstream = upstream
+        self.health_path = health_path
+        self.ready_path = ready_path
+        #: Set by :func:`build_proxy` so ``/healthz`` can report the job queue.
+        self.jobs: AsyncJobsMiddleware | None = None
+        self._started_at = time.time()
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._ensure_open()
+            if scope["path"] in (self.health_path, self.ready_path) and scope["method"] in ("GET", "HEAD"):
+                await self._health(scope, send)
+            else:
+                await self._proxy(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._ensure_open()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._opened:
+                    self._opened = False
+                    await self.upstream.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _ensure_open(self) -> None:
+        """Hold the upstream session (at lifespan startup, or on the first request without one)."""
+        if not self._opened:
+            async with self._open_lock:
+                if not self._opened:
+                    await self.upstream.open()
+                    self._opened = True
+
+    # -- health ----------------------------------------------------------------------------------
+
+    async def _health(self, scope: Scope, send: Any) -> None:
+        upstream = {"url": str(self.upstream.base_url), **await self.upstream.probe()}
+        body: dict[str, Any] = {
+            "status": "ok" if upstream["ok"] else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.time() - self._started_at, 1),
+            "upstream": upstream,
+        }
+        runner = self.jobs.runner if self.jobs is not None else None
+        if runner is not None:
+            body["jobs"] = {"accepting": runner.accepting, "queued": runner.queued, "running": runner.running}
+        # /healthz is liveness (the proxy answers); /readyz also needs the upstream.
+        status = 503 if scope["path"] == self.ready_path and not upstream["ok"] else 200
+        await send_json(send, status, body, {"Cache-Control": "no-store"})
+
+    # -- pass-through ----------------------------------------------------------------------------
+
+    async def _proxy(self, scope: Scope, receive: Any, send: Any) -> None:
+        body_done = asyncio.Event()
+        forward = asyncio.create_task(self._forward(scope, receive, send, body_done))
+        watcher = asyncio.create_task(_wait_for_disconnect(receive, body_done))
+        try:
+            await asyncio.wait({forward, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if forward.done():
+                forward.result()
+            else:  # the client left first: abort the upstream request with it
+                forward.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await forward
+                log.info("proxy.client_disconnected", path=scope["path"])
+
+    async def _forward(self, scope: Scope, receive: Any, send: Any, body_done: asyncio.Event) -> None:
+        headers = forward_headers(scope["headers"])
+        _add_forwarded(headers, scope)
+        chunked = any(key == b"transfer-encoding" for key, _ in scope["headers"])
+        has_body = chunked or headers.get("content-length", "0") != "0"
+        data = _request_body(receive, body_done) if has_body else None
+        if data is None:
+            body_done.set()
+        url = self.upstream.url(
+            scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
+        )
+        started = False
+        try:
+            async with self.upstream.session.request(
+                scope["method"],
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            ) as response:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": response_headers(response.raw_headers),
+                    }
+                )
+                started = True
+                async for chunk in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            status, code, message = describe_failure(exc, self.upstream.options)
+            log.warning(
+                "proxy.upstream_failed",
+                path=scope["path"],
+                status_code=status,
+                code=code,
+                exc_type=type(exc).__name__,
+                response_started=started,
+            )
+            if started:
+                # The status line is gone: ending without the final body message makes the server
+                # close the connection, so the client sees a broken response, not a short one.
+                return
+            await send_json(send, status, error_body(status, message, type="upstream_error", code=code))
+
+
+async def _request_body(receive: Any, body_done: asyncio.Event) -> AsyncIterator[bytes]:
+    """The client's request body as it arrives (never buffered whole)."""
+    try:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionResetError("the client disconnected while sending its request body")
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+    finally:
+        body_done.set()
+
+
+async def _wait_for_disconnect(receive: Any, body_done: asyncio.Event) -> None:
+    """Return once the client disconnects (after its body was read by the forwarder)."""
+    await body_done.wait()
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _add_forwarded(headers: Any, scope: Scope) -> None:
+    client = scope.get("client")
+    if client:
+        prior = headers.get("x-forwarded-for")
+        headers["X-Forwarded-For"] = f"{prior}, {client[0]}" if prior else str(client[0])
+    headers.setdefault("X-Forwarded-Proto", scope.get("scheme", "http"))
+    for key, value in scope["headers"]:
+        if key == b"host":
+            headers.setdefault("X-Forwarded-Host", value.decode("latin-1"))
+            break
+
+
+def build_proxy(
+    upstream: str | UpstreamOptions,
+    *,
+    upstream_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> AsyncJobsMiddleware:
+    """The standalone proxy as one ASGI app: async job routes in front, pass-through behind.
+
+    ``upstream`` is the gateway's URL (or full :class:`UpstreamOptions`); ``upstream_options`` are
+    further :class:`UpstreamOptions` fields (timeouts, connections); ``options`` go to
+    :class:`AsyncJobsMiddleware` (``provider`` is always ``http``).
+    """
+    if isinstance(upstream, str):
+        upstream = UpstreamOptions.from_mapping({"url": upstream, **(upstream_options or {})})
+    shared = Upstream(upstream)
+    app = ProxyApp(shared)
+    middleware = AsyncJobsMiddleware(app, provider="http", provider_options={"upstream": shared}, **options)
+    app.jobs = middleware
+    return middleware

@@ -1,0 +1,187 @@
+"""Helpers for the standalone-proxy tests: the real CLI as a subprocess, raw fault servers, job polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+START_DEADLINE = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ProxyProcess:
+    """``python -m bifrost_async serve`` on a free port; its stderr (the logs) kept in a file."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int, log: Any) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = log
+
+    def logs(self) -> str:
+        self._log.flush()
+        return Path(self._log.name).read_text()
+
+    async def wait_ready(self) -> None:
+        """Poll ``/healthz`` until it answers, with a bounded deadline; fail with the logs if the
+        process exits first."""
+        deadline = time.monotonic() + START_DEADLINE
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"proxy exited with {self.process.returncode}:\n{self.logs()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(self.url + "/healthz")).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"proxy did not answer within {START_DEADLINE} s:\n{self.logs()}")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.process.wait(), 0.05)
+
+    async def stop(self) -> int:
+        """SIGTERM (uvicorn's graceful shutdown), then the exit code."""
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        return int(self.process.returncode or 0)
+
+
+@contextlib.asynccontextmanager
+async def run_proxy(
+    upstream: str | None, *args: str, env: dict[str, str] | None = None, ready: bool = True
+) -> AsyncIterator[ProxyProcess]:
+    """Start the real CLI in front of ``upstream`` and stop it afterwards."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bifrost_async", "serve", "--port", str(port), "--log-format", "json"]
+    if upstream is not None:
+        argv += ["--upstream", upstream]
+    argv += list(args)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("BIFROST_ASYNC_")}
+    child_env.update(env or {})
+    with tempfile.NamedTemporaryFile("w+", prefix="proxy-log-", suffix=".txt") as log:
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=child_env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+        )
+        proxy = ProxyProcess(process, port, log)
+        try:
+            if ready:
+                await proxy.wait_ready()
+            yield proxy
+        finally:
+            await proxy.stop()
+
+
+async def wait_job(client: httpx.AsyncClient, poll_url: str, *, deadline: float = 15.0, **kw: Any) -> Any:
+    """Poll a job until it is completed or failed (bounded); return the last response."""
+    end = time.monotonic() + deadline
+    while True:
+        response = await client.get(poll_url, **kw)
+        if response.status_code != 202:
+            return response
+        if time.monotonic() > end:
+            raise AssertionError(f"job still {response.json()['status']} after {deadline} s")
+        await asyncio.sleep(0.02)
+
+
+class FaultServer:
+    """A raw TCP upstream that misbehaves in one way.
+
+    Modes: ``hangup`` reads the request and closes without a word (a refusing upstream);
+    ``garbage`` answers bytes that are not HTTP; ``reset`` sends a valid head and part of the
+    body, then resets the connection; ``slow`` reads the request and never answers.
+    ``aborted`` is set when a client closes a ``slow`` connection.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.requests = 0
+        self.aborted = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> FaultServer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self._writers:
+            writer.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            head = await _read_request(reader)
+            if head.startswith(b"GET / "):  # the health probe: answer it properly
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            self.requests += 1
+            if self.mode == "hangup":
+                writer.close()
+            elif self.mode == "garbage":
+                writer.write(b"\x00\x01 this is not HTTP at all \xff\xfe\r\n\r\n")
+                await writer.drain()
+                writer.close()
+            elif self.mode == "reset":
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                )
+                writer.write(b'{"partial": "' + b"x" * 1000)
+                await writer.drain()
+                sock = writer.get_extra_info("socket")
+                # SO_LINGER 0: close with RST, the way a crashed upstream looks.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            elif self.mode == "slow":
+                # Wait for the client to give up: EOF or a reset means it aborted the request.
+                with contextlib.suppress(ConnectionError):
+                    while await reader.read(65536):
+                        pass
+                self.aborted.set()
+                writer.close()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one whole request (head and body), so closing afterwards never resets the client
+    while it is still sending."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lowered = head.lower()
+    if b"content-length:" in lowered:
+        length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+    elif b"transfer-encoding: chunked" in lowered:
+        await reader.readuntil(b"0\r\n\r\n")
+    return head
