@@ -72,8 +72,12 @@ async def run_proxy(
     upstream: str | None, *args: str, env: dict[str, str] | None = None, ready: bool = True
 ) -> AsyncIterator[ProxyProcess]:
     """Start the real CLI in front of ``upstream`` and stop it afterwards."""
-    port = free_port()
-    argv = [sys.executable, "-m", "bifrost_async", "serve", "--port", str(port), "--log-format", "json"]
+    argv = [sys.executable, "-m", "bifrost_async", "serve", "--log-format", "json"]
+    if env and "BIFROST_ASYNC_PORT" in env:
+        port = int(env["BIFROST_ASYNC_PORT"])
+    else:
+        port = free_port()
+        argv += ["--port", str(port)]
     if upstream is not None:
         argv += ["--upstream", upstream]
     argv += list(args)
