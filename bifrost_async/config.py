@@ -37,6 +37,8 @@ class AsyncJobsConfig:
     provider_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: Largest accepted request body; larger gets 413.
     max_body_bytes: int = 100 * MB
+    #: Largest total size of request headers on an async route; larger gets 431.
+    max_header_bytes: int = 32 * 1024
     #: Bodies up to this size stay in memory while spooled; larger ones go to a temporary file.
     spool_memory_bytes: int = 1 * MB
     #: Directory for spool files (``None``: the system's temporary directory).
@@ -70,6 +72,7 @@ class AsyncJobsConfig:
     def __post_init__(self) -> None:
         positive = (
             "max_body_bytes",
+            "max_header_bytes",
             "concurrency",
             "queue_size",
             "job_timeout",

@@ -15,6 +15,7 @@ from .http import send_json
 from .plugins import call_lifecycle, make_plugin_manager, provider_registry, store_registry
 from .provider import Provider, ProviderContext
 from .runner import JobRunner
+from .safelog import exception_fields
 from .service import JobService
 from .store import JobStore, StoreContext
 
@@ -121,7 +122,7 @@ class AsyncJobsMiddleware:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.exception("async_jobs.startup_failed")
+                    log.error("async_jobs.startup_failed", **exception_fields(exc))
                     failed.append(f"bifrost-async failed to start: {type(exc).__name__}: {exc}")
             elif message["type"] == "lifespan.shutdown":
                 await self.drain()
@@ -190,13 +191,20 @@ class AsyncJobsMiddleware:
         except AsyncJobError as exc:
             if not started:
                 await send_json(tracked_send, exc.status_code, exc.body(), exc.headers)
-        except Exception:
-            log.exception("async_jobs.internal_error", path=path)
+        except Exception as exc:
+            log.error("async_jobs.internal_error", path=path, **exception_fields(exc))
             if not started:
                 body = error_body(500, "internal error in the async job service", type="server_error")
                 await send_json(tracked_send, 500, body)
 
     async def _handle(self, path: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
+        if header_bytes > self.config.max_header_bytes:
+            raise AsyncJobError(
+                431,
+                f"request headers exceed the limit of {self.config.max_header_bytes} bytes",
+                code="headers_too_large",
+            )
         spec, job_id = self.routes.match(path)
         if spec is None:
             raise AsyncJobError(

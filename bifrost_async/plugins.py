@@ -12,12 +12,14 @@ import structlog
 
 from . import hookspecs
 from .provider import ProviderFactory
+from .safelog import exception_fields
 from .store import StoreFactory
 
 #: Built-in plugins, registered like any third-party plugin.
 DEFAULT_PLUGINS = (
     "bifrost_async.default_plugins.memory",
     "bifrost_async.default_plugins.asgi",
+    "bifrost_async.default_plugins.http",
     "bifrost_async.default_plugins.owner",
 )
 
@@ -99,15 +101,15 @@ async def call_lifecycle(pm: pluggy.PluginManager, hook_name: str, *, isolate: b
             result = impl.function(**{name: kwargs[name] for name in impl.argnames})
             if inspect.isawaitable(result):
                 await result
-        except Exception:
+        except Exception as exc:
             if not isolate:
                 raise
-            log.exception("plugin.hook_failed", hook=hook_name, plugin=impl.plugin_name)
+            log.error("plugin.hook_failed", hook=hook_name, plugin=impl.plugin_name, **exception_fields(exc))
 
 
 def notify(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:
     """Call an observer hook; a failing observer is logged, never allowed to break a job."""
     try:
         getattr(pm.hook, hook_name)(**kwargs)
-    except Exception:
-        log.exception("plugin.hook_failed", hook=hook_name)
+    except Exception as exc:
+        log.error("plugin.hook_failed", hook=hook_name, **exception_fields(exc))

@@ -26,6 +26,7 @@ from .jobs import Job, JobStatus
 from .plugins import notify
 from .provider import Provider, ProviderError
 from .results import Outcome, failure, outcome_from_response
+from .safelog import exception_fields
 from .store import JobStore, StoreError
 
 log = structlog.get_logger(__name__)
@@ -148,8 +149,8 @@ class JobRunner:
                     job_id=item.job.id, request_type=item.job.request_type
                 ):
                     await self._run(item)
-            except Exception:
-                log.exception("job.runner_error")
+            except Exception as exc:
+                log.error("job.runner_error", **exception_fields(exc))
             finally:
                 item.request.close()
                 self._queue.task_done()
@@ -168,7 +169,16 @@ class JobRunner:
         log.info("job.started", queue_wait_ms=round(queue_wait * 1000, 1))
         notify(self.pm, "job_started", job=job)
         started = time.monotonic()
-        outcome = await self._execute(item)
+        try:
+            outcome = await self._execute(item)
+        except Exception:  # a bug of ours must not leave the job processing
+            outcome = failure(
+                500,
+                "internal error while running the job",
+                job.extra_fields,
+                type="server_error",
+                code="internal_error",
+            )
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         await self._finish(job, outcome, expect=JobStatus.PROCESSING, duration_ms=duration_ms)
 
@@ -198,7 +208,7 @@ class JobRunner:
                 raise
             return self._shutdown_failure(job, "the server shut down before the job finished")
         except Exception as exc:
-            log.error("job.crashed", exc_type=type(exc).__name__, exc_info=True)
+            log.error("job.crashed", **exception_fields(exc))
             return failure(
                 500,
                 f"the request crashed while running ({type(exc).__name__})",

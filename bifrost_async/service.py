@@ -167,7 +167,8 @@ class JobService:
     async def poll(self, spec: RouteSpec, job_id: str, scope: dict[str, Any]) -> Job:
         """The job for a poll, or the one 404 for unknown, expired, wrong type or wrong owner."""
         if not is_job_id(job_id):
-            raise not_found()
+            raise not_found()  # before any store access: odd ids never reach a store
+        asker = self.owner(scope)  # computed for every poll, so all 404s cost about the same
         try:
             job = await self.store.get(job_id)
         except StoreUnavailable:
@@ -175,7 +176,7 @@ class JobService:
         now = self.config.clock()
         if job is None or job.expired(now) or job.request_type != spec.request_type:
             raise not_found()
-        if not hmac.compare_digest(job.owner, self.owner(scope)) and job.owner:
+        if job.owner and not hmac.compare_digest(job.owner, asker):
             raise not_found()
         if self._orphaned(job, now):
             job = await self._fail_orphan(job)

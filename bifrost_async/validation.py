@@ -31,7 +31,7 @@ def validate_body(spec: RouteSpec, headers: Headers, body: IO[bytes]) -> str:
     """
     try:
         if spec.body == "multipart":
-            fields, files = _scan_multipart(headers, body)
+            fields, files = _scan_multipart(headers, body, spec)
         else:
             fields, files = _parse_json(body), set()
     finally:
@@ -62,63 +62,83 @@ def _parse_json(body: IO[bytes]) -> dict[str, Any]:
     return value
 
 
-def _scan_multipart(headers: Headers, body: IO[bytes]) -> tuple[dict[str, Any], set[str]]:
-    """Stream the spool through a multipart parser, keeping only small text fields' values and
-    the names of file parts (never file contents)."""
+class _PartScanner:
+    """Multipart parser callbacks that keep only what validation needs: the values of the
+    ``wanted`` text fields (bounded) and whether each ``file_fields`` part is present and
+    non-empty. Nothing else of the body is kept, so a hostile body cannot grow memory."""
+
+    def __init__(self, wanted: set[str], file_fields: set[str]) -> None:
+        self.wanted = wanted
+        self.file_fields = file_fields
+        self.fields: dict[str, str] = {}
+        self.files: set[str] = set()
+        self.finished = False
+        self._header = bytearray()
+        self._headers: list[bytes] = []
+        self._data = bytearray()
+        self._size = 0
+
+    def on_part_begin(self) -> None:
+        self._headers.clear()
+        self._data.clear()
+        self._size = 0
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._add_header(data[start:end])
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._add_header(b":" + data[start:end] if not self._header.count(b":") else data[start:end])
+
+    def _add_header(self, piece: bytes) -> None:
+        self._header += piece
+        if len(self._header) > _FIELD_VALUE_LIMIT:
+            raise ValueError("multipart part header too large")
+
+    def on_header_end(self) -> None:
+        self._headers.append(bytes(self._header))
+        self._header.clear()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._size += end - start
+        if len(self._data) < _FIELD_VALUE_LIMIT:
+            self._data += data[start : min(end, start + _FIELD_VALUE_LIMIT - len(self._data))]
+
+    def on_part_end(self) -> None:
+        options: dict[bytes, bytes] = {}
+        for header in self._headers:
+            key, _, value = header.partition(b":")
+            if key.strip().lower() == b"content-disposition":
+                options = parse_options_header(value.strip())[1]
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name in self.file_fields and (self._size > 0 or options.get(b"filename")):
+            self.files.add(name)
+        if name in self.wanted and b"filename" not in options:
+            self.fields.setdefault(name, bytes(self._data).decode("utf-8", "replace"))
+
+    def on_end(self) -> None:
+        self.finished = True
+
+
+def _scan_multipart(headers: Headers, body: IO[bytes], spec: RouteSpec) -> tuple[dict[str, Any], set[str]]:
+    """Stream the spool through a multipart parser; see :class:`_PartScanner`."""
     raw_type = header_value(headers, b"content-type") or b""
     content_type, params = parse_options_header(raw_type)
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise _bad("request body must be multipart/form-data with a boundary", code="invalid_multipart")
-
-    fields: dict[str, Any] = {}
-    files: set[str] = set()
-    state: dict[str, Any] = {"header_name": b"", "header_value": b"", "headers": {}, "data": []}
-    state["size"] = 0
-    finished: list[bool] = []
-
-    def on_part_begin() -> None:
-        state.update(headers={}, data=[], size=0)
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header_name"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["header_value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["header_name"].lower()] = state["header_value"]
-        state.update(header_name=b"", header_value=b"")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        state["size"] += end - start
-        if state["size"] <= _FIELD_VALUE_LIMIT:
-            state["data"].append(data[start:end])
-
-    def on_part_end() -> None:
-        disposition = state["headers"].get(b"content-disposition", b"")
-        _, options = parse_options_header(disposition)
-        name = options.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in options or state["size"] > _FIELD_VALUE_LIMIT:
-            if state["size"] > 0 or options.get(b"filename"):
-                files.add(name)
-        else:
-            value = b"".join(state["data"]).decode("utf-8", "replace")
-            fields.setdefault(name, value)
-            if value:
-                files.add(name)  # a non-empty plain field named like the file field still counts
-
-    def on_end() -> None:
-        finished.append(True)
-
+    wanted = {"model"} | ({spec.stream_field} if spec.stream_field else set())
+    scanner = _PartScanner(wanted, set(spec.file_fields))
     callbacks: Any = {
-        "on_part_begin": on_part_begin,
-        "on_header_field": on_header_field,
-        "on_header_value": on_header_value,
-        "on_header_end": on_header_end,
-        "on_part_data": on_part_data,
-        "on_part_end": on_part_end,
-        "on_end": on_end,
+        name: getattr(scanner, name)
+        for name in (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_part_data",
+            "on_part_end",
+            "on_end",
+        )
     }
     parser = MultipartParser(boundary, callbacks)
     try:
@@ -127,6 +147,6 @@ def _scan_multipart(headers: Headers, body: IO[bytes]) -> tuple[dict[str, Any], 
         parser.finalize()
     except (MultipartParseError, ValueError):
         raise _bad("malformed multipart body", code="invalid_multipart") from None
-    if not finished:
+    if not scanner.finished:
         raise _bad("malformed multipart body: it ends before its closing boundary", code="invalid_multipart")
-    return fields, files
+    return dict(scanner.fields), scanner.files
