@@ -1,106 +1,22 @@
 """``bifrost-async serve``: put the async job API in front of a synchronous gateway.
 
 Every option comes, in order of precedence, from the command line, a ``BIFROST_ASYNC_<OPTION>``
-environment variable, a TOML config file (``--config``), or its default.
+environment variable, a TOML config file (``--config``), or its default (see :mod:`.settings`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import re
 import sys
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import __version__
+from .settings import ENV_PREFIX, GROUPS, OPTIONS, ConfigError, parse_size, resolve, show_default
 
-ENV_PREFIX = "BIFROST_ASYNC_"
-_SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]i?b?)?\s*", re.IGNORECASE)
-
-
-class ConfigError(Exception):
-    """An option has a value that cannot be used."""
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``"1048576"``, ``"512K"``, ``"100MiB"`` or ``"1G"`` (binary multiples)."""
-    match = _SIZE.fullmatch(str(text))
-    if not match:
-        raise ValueError(f"not a size: {text!r}")
-    unit = (match.group(2) or "").lower()[:1]
-    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
-
-
-def parse_timeout(text: str) -> float | None:
-    """Seconds, or ``none``/``0`` for no limit."""
-    value = str(text).strip().lower()
-    return None if value in ("none", "0", "off") else float(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One ``serve`` option: its name, parser, default, group and where its value goes."""
-
-    name: str
-    kind: Callable[[str], Any]
-    default: Any
-    help: str
-    group: str
-    target: str  # "upstream", "middleware", "server", "logging" or "cli"
-    metavar: str = "VALUE"
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-_UP, _JOBS, _SERVER, _LOG = "upstream", "jobs", "server", "logging"
-OPTIONS: tuple[Option, ...] = (
-    Option("upstream", str, None, "the synchronous gateway, e.g. http://127.0.0.1:8080 (required)",
-           _UP, "upstream", "URL"),
-    Option("connect_timeout", float, 10.0, "seconds to connect to the upstream", _UP, "upstream", "S"),
-    Option("read_timeout", parse_timeout, 600.0, "seconds to wait for the upstream's next bytes "
-           "(none: no limit)", _UP, "upstream", "S"),
-    Option("upstream_connections", int, 100, "connections open to the upstream at once", _UP, "upstream",
-           "N"),
-    Option("upstream_health_path", str, "/", "path /healthz probes on the upstream", _UP, "upstream", "PATH"),
-    Option("host", str, "127.0.0.1", "address to listen on", _SERVER, "server", "HOST"),
-    Option("port", int, 8000, "port to listen on", _SERVER, "server", "PORT"),
-    Option("store", str, "memory", "job store by name (plugins add more, e.g. redis)", _JOBS, "middleware",
-           "NAME"),
-    Option("store_option", str, None, "store option KEY=VALUE, repeatable (env: space-separated)",
-           _JOBS, "middleware", "KEY=VALUE"),
-    Option("concurrency", int, 4, "jobs run at once", _JOBS, "middleware", "N"),
-    Option("queue_size", int, 1000, "jobs waiting for a worker before submits get 429", _JOBS, "middleware",
-           "N"),
-    Option("job_timeout", float, 600.0, "seconds a job may run before it fails with 504", _JOBS, "middleware",
-           "S"),
-    Option("max_body_bytes", parse_size, 100 * 1024**2, "largest submit body (413 beyond), e.g. 100MiB",
-           _JOBS, "middleware", "SIZE"),
-    Option("max_result_bytes", parse_size, 50 * 1024**2, "largest upstream answer kept as a result",
-           _JOBS, "middleware", "SIZE"),
-    Option("default_ttl", int, 3600, "result lifetime in seconds when the client sends none", _JOBS,
-           "middleware", "S"),
-    Option("max_ttl", int, 7 * 24 * 3600, "largest result lifetime a client may ask for", _JOBS, "middleware",
-           "S"),
-    Option("shutdown_grace", float, 30.0, "seconds running jobs get at shutdown", _JOBS, "middleware", "S"),
-    Option("prefix", str, "/v1/async", "where the async routes live", _JOBS, "middleware", "PATH"),
-    Option("owner_secret", str, None, "HMAC key for job owner digests (prefer the env var)", _JOBS,
-           "middleware", "SECRET"),
-    Option("log_level", str, "info", "log level", _LOG, "logging", "LEVEL",
-           ("debug", "info", "warning", "error")),
-    Option("log_format", str, "auto", "auto: console on a terminal, JSON otherwise", _LOG, "logging",
-           "FORMAT", ("auto", "json", "console")),
-)  # fmt: skip
-BY_NAME = {option.name: option for option in OPTIONS}
+__all__ = ["ConfigError", "build_parser", "main", "parse_size", "resolve", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,21 +30,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the async job proxy in front of a synchronous gateway",
-        description="Run the async job proxy in front of a synchronous gateway. Requests under the "
-        "async prefix become jobs run against the upstream; every other request is passed through "
-        "to it, streamed. GET /healthz reports the proxy and the upstream, /readyz fails while the "
-        "upstream does not answer.",
-        epilog="Each option can also be set as an environment variable BIFROST_ASYNC_<OPTION> (e.g. "
-        "BIFROST_ASYNC_UPSTREAM, BIFROST_ASYNC_JOB_TIMEOUT) or as a key of the TOML --config file "
-        "(e.g. job_timeout = 120, plus a [store_options] table). Precedence: command line, then "
-        "environment, then config file, then defaults.\n\nExample:\n  bifrost-async serve "
-        "--upstream http://127.0.0.1:9000 --port 8000 --concurrency 8",
+        description=textwrap.dedent(
+            """\
+            Run the async job proxy in front of a synchronous gateway.
+
+            Requests under the async prefix (/v1/async) become jobs, run against the upstream;
+            every other request is passed through to it, streamed both ways. GET /healthz
+            reports the proxy and whether the upstream answers; GET /readyz is 503 while it
+            does not."""
+        ),
+        epilog=textwrap.dedent(
+            """\
+            Every option is also an environment variable BIFROST_ASYNC_<OPTION> (for example
+            BIFROST_ASYNC_UPSTREAM, BIFROST_ASYNC_JOB_TIMEOUT) and a key of the TOML --config
+            file (job_timeout = 120; store options in a [store_options] table).
+            Precedence: command line, environment, config file, defaults.
+
+            example:
+              bifrost-async serve --upstream http://127.0.0.1:9000 --port 8000 --concurrency 8
+              bifrost-async serve --upstream http://gateway:8080 --store redis \\
+                  --store-option url=redis://127.0.0.1:6379/0"""
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--config", metavar="FILE", help=f"TOML config file [env: {ENV_PREFIX}CONFIG]")
-    groups = {name: serve.add_argument_group(f"{name} options") for name in (_UP, _SERVER, _JOBS, _LOG)}
+    groups = {name: serve.add_argument_group(f"{name} options") for name in GROUPS}
     for option in OPTIONS:
-        default = "" if option.default is None else f"default: {option.default}; "
+        default = "" if option.default is None else f"default: {show_default(option)}; "
         groups[option.group].add_argument(
             option.flag,
             dest=option.name,
@@ -140,80 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
-    """Merge defaults, config file, environment and command line into typed option values."""
-    values: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.name != "store_option"}
-    store_options: dict[str, str] = {}
-    config_path = args.config or environ.get(ENV_PREFIX + "CONFIG")
-    if config_path:
-        for key, raw in _load_config(config_path).items():
-            name = key.replace("-", "_")
-            if name == "store_options" and isinstance(raw, dict):
-                store_options.update({str(k): str(v) for k, v in raw.items()})
-            elif name in BY_NAME and name != "store_option":
-                values[name] = _convert(BY_NAME[name], raw, f"{key} in {config_path}")
-            else:
-                raise ConfigError(f"unknown option {key!r} in {config_path}")
-    for option in OPTIONS:
-        raw = environ.get(option.env)
-        if raw is None or raw == "":
-            continue
-        if option.name == "store_option":
-            store_options.update(_pairs(raw.split(), option.env))
-        else:
-            values[option.name] = _convert(option, raw, option.env)
-    for option in OPTIONS:
-        raw = getattr(args, option.name, None)
-        if raw is None:
-            continue
-        if option.name == "store_option":
-            store_options.update(_pairs(raw, option.flag))
-        else:
-            values[option.name] = _convert(option, raw, option.flag)
-    if not values["upstream"]:
-        raise ConfigError(f"an upstream is required: --upstream URL or {ENV_PREFIX}UPSTREAM")
-    values["store_options"] = store_options
-    return values
-
-
-def _load_config(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-
-
-def _convert(option: Option, raw: Any, source: str) -> Any:
-    try:
-        value = option.kind(str(raw)) if not isinstance(raw, int | float) or option.kind is str else raw
-    except ValueError as exc:
-        raise ConfigError(f"{source}: invalid value {raw!r} ({exc})") from None
-    if option.choices and value not in option.choices:
-        raise ConfigError(f"{source}: {raw!r} is not one of {', '.join(option.choices)}")
-    return value
-
-
-def _pairs(items: Sequence[str], source: str) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{source}: expected KEY=VALUE, got {item!r}")
-        result[key.strip()] = value
-    return result
-
-
 def serve(values: Mapping[str, Any]) -> int:
     """Configure logging, build the proxy and run it on uvicorn until interrupted."""
+    import structlog
     import uvicorn
+    from yarl import URL
 
     from .logs import configure_logging
     from .proxy import build_proxy
 
     configure_logging(values["log_level"], values["log_format"])
+    log = structlog.get_logger(__name__)
     upstream_options = {
         "connect_timeout": values["connect_timeout"],
         "read_timeout": values["read_timeout"],
@@ -236,6 +101,13 @@ def serve(values: Mapping[str, Any]) -> int:
         timeout_graceful_shutdown=int(values["shutdown_grace"]) + 5,
     )
     server = uvicorn.Server(config)
+    log.info(
+        "proxy.starting",
+        upstream=str(URL(values["upstream"]).with_user(None)),  # never a password in the URL
+        listen=f"{values['host']}:{values['port']}",
+        store=values["store"],
+        concurrency=values["concurrency"],
+    )
     server.run()
     return 0 if server.started else 1
 

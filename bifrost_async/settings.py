@@ -1,0 +1,171 @@
+"""The ``serve`` options: their table, and merging command line, environment, config file and
+defaults into typed values (in that order of precedence)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+ENV_PREFIX = "BIFROST_ASYNC_"
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]i?b?)?\s*", re.IGNORECASE)
+
+
+class ConfigError(Exception):
+    """An option has a value that cannot be used."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"1048576"``, ``"512K"``, ``"100MiB"`` or ``"1G"`` (binary multiples)."""
+    match = _SIZE.fullmatch(str(text))
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+
+
+def parse_timeout(text: str) -> float | None:
+    """Seconds, or ``none``/``0`` for no limit."""
+    value = str(text).strip().lower()
+    return None if value in ("none", "0", "off") else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One ``serve`` option: its name, parser, default, group and where its value goes."""
+
+    name: str
+    kind: Callable[[str], Any]
+    default: Any
+    help: str
+    group: str
+    target: str  # "upstream", "middleware", "server", "logging" or "cli"
+    metavar: str = "VALUE"
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+_UP, _JOBS, _SERVER, _LOG = "upstream", "jobs", "server", "logging"
+#: The option groups, in the order --help shows them.
+GROUPS = (_UP, _SERVER, _JOBS, _LOG)
+OPTIONS: tuple[Option, ...] = (
+    Option("upstream", str, None, "the synchronous gateway, e.g. http://127.0.0.1:8080 (required)",
+           _UP, "upstream", "URL"),
+    Option("connect_timeout", float, 10.0, "seconds to connect to the upstream", _UP, "upstream", "S"),
+    Option("read_timeout", parse_timeout, 600.0, "seconds to wait for the upstream's next bytes "
+           "(none: no limit)", _UP, "upstream", "S"),
+    Option("upstream_connections", int, 100, "connections open to the upstream at once", _UP, "upstream",
+           "N"),
+    Option("upstream_health_path", str, "/", "path /healthz probes on the upstream", _UP, "upstream", "PATH"),
+    Option("host", str, "127.0.0.1", "address to listen on", _SERVER, "server", "HOST"),
+    Option("port", int, 8000, "port to listen on", _SERVER, "server", "PORT"),
+    Option("store", str, "memory", "job store by name (plugins add more, e.g. redis)", _JOBS, "middleware",
+           "NAME"),
+    Option("store_option", str, None, "store option KEY=VALUE, repeatable (env: space-separated)",
+           _JOBS, "middleware", "KEY=VALUE"),
+    Option("concurrency", int, 4, "jobs run at once", _JOBS, "middleware", "N"),
+    Option("queue_size", int, 1000, "jobs waiting for a worker before submits get 429", _JOBS, "middleware",
+           "N"),
+    Option("job_timeout", float, 600.0, "seconds a job may run before it fails with 504", _JOBS, "middleware",
+           "S"),
+    Option("max_body_bytes", parse_size, 100 * 1024**2, "largest submit body (413 beyond), e.g. 100MiB",
+           _JOBS, "middleware", "SIZE"),
+    Option("max_result_bytes", parse_size, 50 * 1024**2, "largest upstream answer kept as a result",
+           _JOBS, "middleware", "SIZE"),
+    Option("default_ttl", int, 3600, "result lifetime in seconds when the client sends none", _JOBS,
+           "middleware", "S"),
+    Option("max_ttl", int, 7 * 24 * 3600, "largest result lifetime a client may ask for", _JOBS, "middleware",
+           "S"),
+    Option("shutdown_grace", float, 30.0, "seconds running jobs get at shutdown", _JOBS, "middleware", "S"),
+    Option("prefix", str, "/v1/async", "where the async routes live", _JOBS, "middleware", "PATH"),
+    Option("owner_secret", str, None, "HMAC key for job owner digests (prefer the env var)", _JOBS,
+           "middleware", "SECRET"),
+    Option("log_level", str, "info", "log level", _LOG, "logging", "LEVEL",
+           ("debug", "info", "warning", "error")),
+    Option("log_format", str, "auto", "auto: console on a terminal, JSON otherwise", _LOG, "logging",
+           "FORMAT", ("auto", "json", "console")),
+)  # fmt: skip
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def show_default(option: Option) -> str:
+    """An option's default as --help shows it."""
+    if option.kind is parse_size and option.default % 1024**2 == 0:
+        return f"{option.default // 1024**2}MiB"
+    return f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Merge defaults, config file, environment and command line into typed option values."""
+    values: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.name != "store_option"}
+    store_options: dict[str, str] = {}
+    config_path = args.config or environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        for key, raw in _load_config(config_path).items():
+            name = key.replace("-", "_")
+            if name == "store_options" and isinstance(raw, dict):
+                store_options.update({str(k): str(v) for k, v in raw.items()})
+            elif name in BY_NAME and name != "store_option":
+                values[name] = _convert(BY_NAME[name], raw, f"{key} in {config_path}")
+            else:
+                raise ConfigError(f"unknown option {key!r} in {config_path}")
+    for option in OPTIONS:
+        raw = environ.get(option.env)
+        if raw is None or raw == "":
+            continue
+        if option.name == "store_option":
+            store_options.update(_pairs(raw.split(), option.env))
+        else:
+            values[option.name] = _convert(option, raw, option.env)
+    for option in OPTIONS:
+        raw = getattr(args, option.name, None)
+        if raw is None:
+            continue
+        if option.name == "store_option":
+            store_options.update(_pairs(raw, option.flag))
+        else:
+            values[option.name] = _convert(option, raw, option.flag)
+    if not values["upstream"]:
+        raise ConfigError(f"an upstream is required: --upstream URL or {ENV_PREFIX}UPSTREAM")
+    values["store_options"] = store_options
+    return values
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _convert(option: Option, raw: Any, source: str) -> Any:
+    try:
+        value = option.kind(str(raw)) if not isinstance(raw, int | float) or option.kind is str else raw
+    except ValueError as exc:
+        raise ConfigError(f"{source}: invalid value {raw!r} ({exc})") from None
+    if option.choices and value not in option.choices:
+        raise ConfigError(f"{source}: {raw!r} is not one of {', '.join(option.choices)}")
+    return value
+
+
+def _pairs(items: Sequence[str], source: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{source}: expected KEY=VALUE, got {item!r}")
+        result[key.strip()] = value
+    return result
