@@ -9,8 +9,10 @@ every process pointed at the same Redis. It uses only the public plugin hooks an
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bifrost_async import hookimpl
+from bifrost_async.plugins import notify
 from bifrost_async.store import StoreContext, StoreFactory
 
 from .options import RedisStoreOptions
@@ -30,6 +32,18 @@ def redis_store(context: StoreContext) -> RedisJobStore:
 @hookimpl
 def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
     register("redis", redis_store)
+
+
+@hookimpl
+def async_jobs_startup(middleware: Any) -> None:
+    """Connect a started Redis store's sweep to this middleware: a job the sweep fails reaches the
+    ``job_finished`` observers (webhooks, metrics) like one failed on poll, and a job this
+    process still holds is never swept, even if a Redis outage made it miss a lease renewal."""
+    store, runner = getattr(middleware, "store", None), getattr(middleware, "runner", None)
+    if isinstance(store, RedisJobStore) and runner is not None:
+        pm = middleware.pm
+        store.on_orphan_failed = lambda job: notify(pm, "job_finished", job=job)
+        store.holds = runner.owns
 
 
 __all__ = ["RedisJobStore", "RedisStoreOptions", "redis_store"]

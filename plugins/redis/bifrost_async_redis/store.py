@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -53,6 +53,10 @@ class RedisJobStore:
         self._create: Any = None
         self._update: Any = None
         self._sweeper: asyncio.Task[None] | None = None
+        #: Set by the plugin's ``async_jobs_startup`` hook: observers to tell about a job the sweep
+        #: failed, and whether this process still holds a job (then it is alive, whatever Redis says).
+        self.on_orphan_failed: Callable[[Job], None] = lambda job: None
+        self.holds: Callable[[str], bool] = lambda job_id: False
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -128,7 +132,8 @@ class RedisJobStore:
 
     async def get(self, job_id: str) -> Job | None:
         with self.guard():
-            raw = await self.redis.hget(self.job_key(job_id), "record")
+            # redis-py types hget for its sync and async clients at once; this is the async one
+            raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
         if raw is None:
             return None
         job = Job.from_record(json.loads(raw))

@@ -60,10 +60,12 @@ async def sweep_once(store: RedisJobStore) -> list[str]:
             with store.guard():
                 await store.redis.zrem(store.leases_key, job_id)
             continue
-        if job.lease_expires_at is None or job.lease_expires_at >= now:
-            continue  # renewed since the range was read
-        if await store.update(orphan_failure(job, now), expect=(job.status,)):
+        if job.lease_expires_at is None or job.lease_expires_at >= now or store.holds(job_id):
+            continue  # renewed since the range was read, or running here (a renewal was missed)
+        orphan = orphan_failure(job, now)
+        if await store.update(orphan, expect=(job.status,)):
             log.warning("job.orphan_failed", job_id=job_id, worker=job.worker, by="sweep")
+            store.on_orphan_failed(orphan)
             failed.append(job_id)
     return failed
 

@@ -11,12 +11,17 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from bifrost_async import AsyncJobsMiddleware
+from bifrost_async import AsyncJobsMiddleware, Job, JobStatus, hookimpl
+from bifrost_async.store import StoreContext
+from bifrost_async.testing import FakeClock, make_job, processing
 from redis_server import RedisServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from bifrost_async_redis import RedisJobStore, redis_store
+from bifrost_async_redis.sweep import sweep_once
 
 SUBMIT = "/v1/async/chat/completions"
 BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "BODY-MARKER-7f3a"}]}
@@ -121,3 +126,48 @@ async def test_redis_holds_no_credential_and_no_request_body(
     assert job_id.encode() in dump
     assert b"SECRET" not in dump and b"sk-test" not in dump
     assert b"BODY-MARKER" not in dump
+
+
+async def test_swept_orphan_reaches_job_finished_observers(
+    redis_url: str, client_for: Callable[[AsyncJobsMiddleware], httpx.AsyncClient]
+) -> None:
+    """A job left ``processing`` by a dead process, which nobody polls, is failed by this process's
+    sweep and announced to its observers (webhooks, metrics) like a job failed on poll."""
+    finished_jobs: list[Job] = []
+
+    class Observer:
+        @hookimpl
+        def job_finished(self, job: Job) -> None:
+            finished_jobs.append(job)
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    options = {"url": redis_url, "sweep_interval": 0.05}
+    middleware = AsyncJobsMiddleware(app, store="redis", store_options=options, plugins=[Observer()])
+    client_for(middleware)
+    await middleware.startup()
+    assert isinstance(middleware.store, RedisJobStore)
+    clock = FakeClock(start=time.time() - 60)  # the dead process ran this job a minute ago
+    orphan = processing(make_job(clock, worker="dead-host:1"), clock)
+    orphan.lease_expires_at = clock() + 1.5
+    await middleware.store.create(orphan)
+    swept = await eventually(lambda: asyncio.sleep(0, finished_jobs), "the sweep to fail the orphan")
+    assert [job.id for job in swept] == [orphan.id]
+    assert swept[0].status is JobStatus.FAILED and swept[0].error is not None
+    assert swept[0].error["error"]["code"] == "worker_lost"
+
+
+async def test_sweep_never_fails_a_job_this_process_holds(redis_url: str) -> None:
+    clock = FakeClock()
+    options = {"url": redis_url, "sweep_interval": 0}
+    store = redis_store(StoreContext(clock=clock, max_jobs=10, options=options))
+    await store.start()
+    try:
+        job = processing(make_job(clock), clock)
+        await store.create(job)
+        clock.advance(60)  # its lease ran out: say Redis was down while the renewal was due
+        store.holds = {job.id}.__contains__
+        assert await sweep_once(store) == []
+        store.holds = lambda job_id: False
+        assert await sweep_once(store) == [job.id]
+    finally:
+        await store.close()
