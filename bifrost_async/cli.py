@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import __version__
+from .client_cli import add_submit_parser, run_submit
 from .settings import ENV_PREFIX, GROUPS, OPTIONS, ConfigError, parse_size, resolve, show_default
 
 __all__ = ["ConfigError", "build_parser", "main", "parse_size", "resolve", "serve"]
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="append" if option.name == "store_option" else "store",
             help=f"{option.help} [{default}env: {option.env}]",
         )
+    add_submit_parser(commands)
     return parser
 
 
@@ -116,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bifrost-async`` command and ``python -m bifrost_async``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "submit":
+        return run_submit(args)
     if args.command != "serve":
         parser.print_help()
         return 2
