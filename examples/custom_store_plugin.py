@@ -1,0 +1,99 @@
+"""A third-party store plugin in one file: a dict-backed store named ``"dict"``.
+
+A real plugin ships as a distribution ``bifrost-async-<name>`` whose pyproject declares::
+
+    [project.entry-points.bifrost_async]
+    dict = "bifrost_async_dict"
+
+and is then found automatically; here the module is passed as ``plugins=[...]``. Its tests run
+the store contract (see ``tests/test_examples.py``)::
+
+    class TestDictStore(StoreContract):
+        @pytest.fixture
+        def store_factory(self):
+            return dict_store
+
+Run the wrapped example app with it::
+
+    python examples/custom_store_plugin.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Collection
+
+from bifrost_async import Job, JobStatus, StoreContext, StoreFull, hookimpl
+from bifrost_async.jobs import may_move
+from bifrost_async.store import StoreFactory
+
+
+class DictStore:
+    """Jobs in a plain dict, guarded by a lock so that ``update`` is one atomic step."""
+
+    def __init__(self, context: StoreContext) -> None:
+        self.clock = context.clock
+        self.max_jobs = context.max_jobs
+        self.jobs: dict[str, Job] = {}
+        self.lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.jobs.clear()
+
+    def _live(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.expired(self.clock()):
+            del self.jobs[job_id]
+            return None
+        return job
+
+    async def create(self, job: Job) -> None:
+        async with self.lock:
+            for job_id in list(self.jobs):
+                self._live(job_id)  # drop expired jobs before judging the bound
+            if len(self.jobs) >= self.max_jobs:
+                raise StoreFull(f"the dict store holds its maximum of {self.max_jobs} jobs")
+            self.jobs[job.id] = Job.from_record(job.to_record())
+
+    async def get(self, job_id: str) -> Job | None:
+        job = self._live(job_id)
+        return Job.from_record(job.to_record()) if job is not None else None
+
+    async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
+        async with self.lock:
+            current = self._live(job.id)
+            if current is None or current.status not in expect or not may_move(current.status, job.status):
+                return False
+            self.jobs[job.id] = Job.from_record(job.to_record())
+            return True
+
+
+def dict_store(context: StoreContext) -> DictStore:
+    """The store factory: called once per middleware with the clock, bound and options."""
+    return DictStore(context)
+
+
+@hookimpl
+def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+    register("dict", dict_store)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from bifrost_async import AsyncJobsMiddleware
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from transcription_app import transcribe  # the example's synchronous endpoint
+
+    bare = Starlette(routes=[Route("/v1/audio/transcriptions", transcribe, methods=["POST"])])
+    app = AsyncJobsMiddleware(bare, store="dict", plugins=[sys.modules[__name__]])
+    uvicorn.run(app, host="127.0.0.1", port=8000)

@@ -1,0 +1,50 @@
+"""The examples keep working: the custom store plugin keeps the store contract and serves jobs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from bifrost_async import AsyncJobsMiddleware
+from bifrost_async.store import StoreFactory
+from bifrost_async.testing import StoreContract
+
+from .apps import make_app
+from .helpers import Recorder
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+custom_store = load("custom_store_plugin")
+
+
+class TestDictStoreExample(StoreContract):
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        return custom_store.dict_store  # type: ignore[no-any-return]
+
+
+async def test_dict_store_serves_jobs(serve: Any, http: httpx.AsyncClient) -> None:
+    recorder = Recorder()
+    app = AsyncJobsMiddleware(make_app(), store="dict", plugins=[custom_store, recorder])
+    server = await serve(app)
+    submitted = await http.post(f"{server.url}/v1/async/embeddings", json={"model": "m", "input": "x"})
+    await recorder.wait("finished", submitted.json()["id"])
+    polled = await http.get(f"{server.url}/v1/async/embeddings/{submitted.json()['id']}")
+    assert polled.status_code == 200 and polled.json()["status"] == "completed"
+    assert isinstance(app.store, custom_store.DictStore)
