@@ -12,6 +12,7 @@ from .capture import ClientDisconnected
 from .config import AsyncJobsConfig
 from .errors import AsyncJobError, error_body
 from .http import send_json
+from .openapi import openapi_document
 from .plugins import call_lifecycle, make_plugin_manager, provider_registry, store_registry
 from .provider import Provider, ProviderContext
 from .runner import JobRunner
@@ -206,6 +207,10 @@ class AsyncJobsMiddleware:
                 code="headers_too_large",
             )
         spec, job_id = self.routes.match(path)
+        if spec is None and path == f"{self.routes.prefix}/openapi.json" and scope["method"] == "GET":
+            # built per request from the live route table and plugins: cheap, and never stale
+            await send_json(send, 200, openapi_document(self.routes, self.pm.get_plugins()))
+            return
         if spec is None:
             raise AsyncJobError(
                 404, f"no async route at {path}", type="not_found_error", code="unknown_route"

@@ -176,6 +176,22 @@ class WebhooksPlugin:
         )
         self.dispatcher.submit(message)
 
+    def openapi_submit_parameters(self) -> list[dict[str, Any]]:
+        """The submit header this plugin adds, for the OpenAPI document (enabled names only)."""
+        names = sorted(name for name, endpoint in self.endpoints.items() if endpoint.enabled)
+        if not names:
+            return []
+        return [
+            {
+                "name": "x-bf-async-webhook",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "enum": names},
+                "description": "name of a configured webhook to call when the job ends",
+                "x-extension": True,
+            }
+        ]
+
     # -- payload -------------------------------------------------------------------------------
 
     def payload(self, job: Job) -> bytes:

@@ -1,0 +1,180 @@
+"""The OpenAPI 3.1 document of the async routes, built from the route table.
+
+The middleware serves it at ``{prefix}/openapi.json``. It follows the configuration: route
+overrides and extra request types appear as they are configured, so the document describes the
+server actually running. Extensions beyond Bifrost's contract are marked ``x-extension: true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .routes import RouteSpec, RouteTable
+
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+
+_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "extra_fields"],
+    "properties": {
+        "event_id": {"type": "string"},
+        "type": {"type": "string"},
+        "is_bifrost_error": {"type": "boolean"},
+        "status_code": {"type": "integer"},
+        "error": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "code": {"type": "string"},
+                "param": {"type": "string"},
+                "event_id": {"type": "string"},
+            },
+        },
+        "extra_fields": {"type": "object"},
+    },
+}
+
+_JOB: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "request_id", "status", "created_at"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": UUID_PATTERN},
+        "request_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "processing", "completed", "failed"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "completed_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "status_code": {"type": "integer", "minimum": 100, "maximum": 599},
+        "result": {"description": "the synchronous endpoint's JSON, {text} or {audio, content_type}"},
+        "error": {"$ref": "#/components/schemas/Error"},
+    },
+}
+
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait"}}
+
+
+def _error(description: str, retry: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if retry:
+        response["headers"] = _RETRY_AFTER
+    return response
+
+
+def _job(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+def _stream_rule(spec: RouteSpec) -> dict[str, Any]:
+    """What the stream field may not be (async jobs refuse streaming)."""
+    if spec.body == "multipart":  # form values are text: only "true" (any case, padded) is refused
+        letters = "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in str(spec.stream_value))
+        return {"type": "string", "pattern": f"^(?!\\s*{letters}\\s*$)"}
+    return {"not": {"const": spec.stream_value}}
+
+
+def _request_body(spec: RouteSpec) -> dict[str, Any]:
+    # blank is refused like missing
+    properties: dict[str, Any] = {"model": {"type": "string", "pattern": "\\S"}}
+    if spec.stream_field is not None:
+        properties[spec.stream_field] = _stream_rule(spec)
+    if spec.body == "json":
+        schema: dict[str, Any] = {"type": "object", "required": ["model"], "properties": properties}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+    file_field = spec.file_fields[0] if spec.file_fields else "file"
+    properties[file_field] = {"type": "string", "format": "binary", "minLength": 1}
+    schema = {"type": "object", "required": ["model", file_field], "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+def _operations(
+    spec: RouteSpec, extra_parameters: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    submit = {
+        "operationId": f"submit_{spec.request_type}",
+        "summary": f"Submit an async {spec.noun or spec.request_type} job (replayed to {spec.sync_path})",
+        "tags": [spec.request_type],
+        "parameters": [
+            _header("x-bf-async-job-result-ttl", "result lifetime in seconds, counted from completion"),
+            _header("x-request-id", "echoed as request_id"),
+            *extra_parameters,
+        ],
+        "requestBody": _request_body(spec),
+        "responses": {
+            "202": _job(
+                "accepted: the pending job", {"Location": {"schema": {"type": "string"}}, **_RETRY_AFTER}
+            ),
+            "400": _error("malformed body, streaming asked for, no model or file, unknown webhook"),
+            "413": _error("body over the size limit"),
+            "429": _error("job queue full", retry=True),
+            "431": _error("request headers too large"),
+            "503": _error("job store unavailable or shutting down", retry=True),
+        },
+    }
+    poll = {
+        "operationId": f"poll_{spec.request_type}",
+        "summary": f"Poll an async {spec.noun or spec.request_type} job",
+        "tags": [spec.request_type],
+        "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "200": _job("the job has ended: completed with result, or failed with error"),
+            "202": _job("pending or processing", _RETRY_AFTER),
+            "404": _error("job not found or expired"),
+            "431": _error("request headers too large"),
+            "503": _error("job store unavailable", retry=True),
+        },
+    }
+    return submit, poll
+
+
+def openapi_document(
+    routes: RouteTable, plugins: Iterable[Any] = (), *, title: str = "bifrost-async job API"
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``routes`` (a :class:`RouteTable`).
+
+    A plugin among ``plugins`` that has an ``openapi_submit_parameters()`` method adds the
+    OpenAPI parameters it returns to every submit (the webhook plugin documents its header)."""
+    from . import __version__  # the package imports the middleware, which imports this module
+
+    extra: list[dict[str, Any]] = []
+    for plugin in plugins:
+        method = getattr(plugin, "openapi_submit_parameters", None)
+        if callable(method):
+            extra.extend(method())
+    paths: dict[str, Any] = {}
+    for spec in routes:
+        submit, poll = _operations(spec, extra)
+        paths[f"{routes.prefix}/{spec.path}"] = {"post": submit}
+        paths[f"{routes.prefix}/{spec.path}/{{job_id}}"] = {"get": poll}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": __version__,
+            "description": "Bifrost's async job API: submit answers 202 with a job, poll until 200.",
+        },
+        "paths": paths,
+        "components": {"schemas": {"Job": _JOB, "Error": _ERROR}},
+    }
