@@ -1,0 +1,1 @@
+"""Benchmarks of bifrost-async: ``python bench/run.py`` runs them all and prints a table."""

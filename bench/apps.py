@@ -1,0 +1,99 @@
+"""The apps the benchmarks serve, each in its own uvicorn process (``--factory bench.apps:NAME``).
+
+``combined`` serves one trivial Starlette app two ways in the same process: under ``/bare`` the
+app itself, everywhere else the app wrapped by :class:`AsyncJobsMiddleware`. A/B comparisons
+therefore share the process, the event loop and the warm caches; the only difference is the
+middleware. Its store comes from the environment: ``BENCH_STORE`` (``memory`` or ``redis``) and
+``BENCH_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bifrost_async import AsyncJobsMiddleware
+from bifrost_async.logs import configure_logging
+
+BARE_PREFIX = "/bare"
+#: A ~1 KB JSON answer, for the memory benchmark's "1 KB results".
+KB_TEXT = "x" * 1000
+
+
+def embedding_result(model: str) -> dict[str, Any]:
+    """The trivial work: a fixed tiny embedding, the same in every server of the benchmarks."""
+    return {
+        "object": "list",
+        "model": model,
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1]}],
+    }
+
+
+async def ping(request: Request) -> Response:
+    return Response(b"pong", media_type="text/plain")
+
+
+async def embeddings(request: Request) -> Response:
+    body = json.loads(await request.body())
+    return JSONResponse(embedding_result(str(body.get("model"))))
+
+
+async def chat(request: Request) -> Response:
+    body = json.loads(await request.body())
+    return JSONResponse({"model": str(body.get("model")), "text": KB_TEXT})
+
+
+async def transcriptions(request: Request) -> Response:
+    """Read the whole upload, as a real transcription endpoint would, and report its size."""
+    total = 0
+    async with request.form(max_part_size=1024 * 1024 * 1024) as form:
+        upload = form.get("file")
+        if isinstance(upload, UploadFile):
+            while chunk := await upload.read(1024 * 1024):
+                total += len(chunk)
+    return JSONResponse({"text": f"heard {total} bytes"})
+
+
+def bare() -> Starlette:
+    """The synchronous app: a non-async route and three trivial inference endpoints."""
+    return Starlette(
+        routes=[
+            Route("/ping", ping),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+        ]
+    )
+
+
+def middleware_options() -> dict[str, Any]:
+    """Middleware options from the environment (store, Redis URL, shared owner secret)."""
+    # Far more jobs than one run creates (the default 10,000 would fill up and answer 503).
+    options: dict[str, Any] = {"owner_secret": "bench-secret", "max_jobs": 10_000_000}
+    if os.environ.get("BENCH_STORE", "memory") == "redis":
+        options["store"] = "redis"
+        options["store_options"] = {"url": os.environ["BENCH_REDIS_URL"], "prefix": "bench:"}
+    return options
+
+
+def combined() -> Any:
+    """``/bare/...`` goes to the app itself; everything else through the middleware."""
+    configure_logging(level=os.environ.get("BENCH_LOG_LEVEL", "warning"), format="json")
+    app = bare()
+    wrapped = AsyncJobsMiddleware(app, **middleware_options())
+
+    async def dispatch(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(BARE_PREFIX):
+            scope = dict(scope, path=scope["path"][len(BARE_PREFIX) :])
+            await app(scope, receive, send)
+            return
+        await wrapped(scope, receive, send)
+
+    return dispatch
