@@ -86,6 +86,13 @@ class Job:
     #: Small strings plugins attached at submit (``validate_submit`` hook), e.g. the webhook to
     #: call when the job ends. Stored with the job, never shown to clients, never a credential.
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Digest of (owner, ``Idempotency-Key``) when the submit sent one; the store expires the
+    #: claim with the job. Never shown to clients.
+    idempotency_claim: str | None = None
+    #: How to rebuild the synchronous endpoint's own response for ``GET .../{id}/result``
+    #: (``bifrost_async.raw``): status, content type, and the body only where ``result`` cannot
+    #: reproduce it byte for byte. Never shown in the job JSON.
+    raw_response: dict[str, Any] | None = None
 
     def expired(self, now: float) -> bool:
         """True once the result's TTL has run out."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -60,7 +62,86 @@ class JobStore(Protocol):
         ``False`` (and changes nothing) if the job is missing, expired, in another status, or
         the move would go backwards. When ``job.expires_at`` is set, the store forgets the job
         at that time.
+
+        A successful update to a terminal status notifies :meth:`wait` callers in every process
+        sharing the store (that notification is also how a runner learns that a job it runs was
+        cancelled elsewhere). If ``job.idempotency_claim`` is set, the claim expires with the job.
+        """
+
+    # -- extensions (docs/EXTENSIONS.md): long-poll, cancel/delete, idempotency, list ----------
+
+    async def wait(self, job_id: str, timeout: float) -> Job | None:  # noqa: ASYNC109 - returns, never raises, at the timeout
+        """Wait until the job is terminal or deleted, or ``timeout`` seconds have passed.
+
+        Returns the job as stored at that moment (terminal, or still unfinished after the
+        timeout), or ``None`` if it is unknown, expired or deleted. Returns at once when the job
+        is already terminal or unknown. Must be woken by the store's own notification of a
+        terminal :meth:`update` or a :meth:`delete`, made in this process or (for a shared store)
+        any other, not by polling; a spurious wake-up is handled inside (the store re-reads the
+        job and goes on waiting until the deadline).
+        """
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove the job whatever its status, with its idempotency claim, and wake its waiters.
+
+        Returns ``True`` if a live job was removed, ``False`` if it was unknown or expired.
+        Atomic: a racing :meth:`update` either lands before (and is removed) or finds no job.
+        """
+
+    async def claim_idempotency_key(
+        self, claim: str, fingerprint: str, job_id: str, ttl: float
+    ) -> tuple[str | None, bool]:
+        """Claim the idempotency key ``claim`` (an opaque digest of owner and key, made by the
+        service) for the job ``job_id`` that is about to be created.
+
+        Atomic (``SET NX``): of two racing claims, exactly one gets ``(None, True)``. When a live
+        claim exists, returns ``(its job id, its fingerprint == fingerprint)`` and changes
+        nothing. A claim lives while its job lives: :meth:`create` of a job whose
+        ``idempotency_claim`` is ``claim`` makes it permanent, the job's expiry expires it,
+        :meth:`delete` removes it; a claim whose job is never created lapses after ``ttl``
+        seconds.
+        """
+
+    async def list_jobs(
+        self,
+        owner: str,
+        request_type: str,
+        *,
+        status: JobStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Job], str | None]:
+        """The live jobs of ``owner`` (compared exactly) and ``request_type``, newest first
+        (``created_at``, then ``id``, descending), optionally only those in ``status``.
+
+        ``cursor`` is ``None`` for the first page or a ``next_cursor`` this store returned;
+        returns up to ``limit`` jobs and the cursor of the next page (``None`` on the last).
+        Raises :class:`ValueError` for a cursor it did not make. Jobs removed or added between
+        pages never make a page repeat or skip a job that was listed before.
         """
 
 
 StoreFactory = Callable[[StoreContext], JobStore]
+
+
+def list_key(job: Job) -> tuple[float, str]:
+    """The order of :meth:`JobStore.list_jobs` (sorted descending by this)."""
+    return (job.created_at, job.id)
+
+
+def encode_cursor(job: Job) -> str:
+    """An opaque cursor that resumes a listing after ``job``."""
+    raw = f"{job.created_at!r}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The ``(created_at, id)`` a cursor resumes after; :class:`ValueError` if malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, sep, job_id = raw.partition("|")
+        if not sep or not job_id:
+            raise ValueError("invalid cursor")
+        return float(created), job_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("invalid cursor") from None

@@ -233,3 +233,135 @@ class StoreContract:
         await store.update(finished(first, clock, result=None), expect=(JobStatus.PROCESSING,))
         clock.advance(jobs[0].ttl + 1)
         await store.create(make_job(clock))
+
+    # -- extensions: long-poll, delete, idempotency claims, listing ------------------------------
+
+    @pytest.mark.asyncio
+    async def test_wait_is_woken_by_a_terminal_update(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(clock)
+        await store.create(job)
+        running = processing(job, clock)
+        waiter = asyncio.create_task(store.wait(job.id, 60))
+        assert await store.update(running, expect=(JobStatus.PENDING,))
+        running.lease_expires_at = clock() + 99  # a lease renewal is no reason to return
+        assert await store.update(running, expect=(JobStatus.PROCESSING,))
+        assert not waiter.done()
+        done = finished(running, clock, result={"text": "x"})
+        assert await store.update(done, expect=(JobStatus.PROCESSING,))
+        # bounded far below the wait's own 60 s: only the notification can end it in time
+        assert await asyncio.wait_for(waiter, 10) == done
+
+    @pytest.mark.asyncio
+    async def test_wait_returns_at_once_or_at_its_timeout(self, store: JobStore, clock: FakeClock) -> None:
+        assert await asyncio.wait_for(store.wait(new_job_id(), 60), 10) is None
+        job = make_job(clock)
+        await store.create(job)
+        assert await store.wait(job.id, 0.05) == job  # still pending when the timeout passes
+        running = processing(job, clock)
+        await store.update(running, expect=(JobStatus.PENDING,))
+        done = finished(running, clock, error={"message": "x"})
+        await store.update(done, expect=(JobStatus.PROCESSING,))
+        assert await asyncio.wait_for(store.wait(job.id, 60), 10) == done
+
+    @pytest.mark.asyncio
+    async def test_delete_removes_and_wakes(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(clock)
+        await store.create(job)
+        waiter = asyncio.create_task(store.wait(job.id, 60))
+        assert await store.delete(job.id)
+        assert await asyncio.wait_for(waiter, 10) is None
+        assert await store.get(job.id) is None
+        assert not await store.delete(job.id)
+        assert not await store.update(processing(job, clock), expect=(JobStatus.PENDING,))
+        assert not await store.delete(new_job_id())
+
+    @pytest.mark.asyncio
+    async def test_delete_of_an_expired_job_is_false(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(clock, ttl=5)
+        await store.create(job)
+        running = processing(job, clock)
+        await store.update(running, expect=(JobStatus.PENDING,))
+        await store.update(finished(running, clock, result=1), expect=(JobStatus.PROCESSING,))
+        clock.advance(6)
+        assert not await store.delete(job.id)
+
+    @pytest.mark.asyncio
+    async def test_idempotency_claims(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(clock, ttl=10, idempotency_claim="claim-1")
+        assert await store.claim_idempotency_key("claim-1", "fp", job.id, 30) == (None, True)
+        await store.create(job)
+        assert await store.claim_idempotency_key("claim-1", "fp", new_job_id(), 30) == (job.id, True)
+        assert await store.claim_idempotency_key("claim-1", "other", new_job_id(), 30) == (job.id, False)
+        assert await store.claim_idempotency_key("claim-2", "fp", new_job_id(), 30) == (None, True)
+        clock.advance(3600)  # an unfinished job's claim does not lapse
+        assert (await store.claim_idempotency_key("claim-1", "fp", new_job_id(), 30))[0] == job.id
+        running = processing(job, clock)
+        await store.update(running, expect=(JobStatus.PENDING,))
+        await store.update(finished(running, clock, result=1), expect=(JobStatus.PROCESSING,))
+        clock.advance(9)
+        assert (await store.claim_idempotency_key("claim-1", "fp", new_job_id(), 30))[0] == job.id
+        clock.advance(2)  # the job expired: so did its claim
+        fresh = new_job_id()
+        assert await store.claim_idempotency_key("claim-1", "fp2", fresh, 30) == (None, True)
+        assert await store.claim_idempotency_key("claim-1", "fp2", new_job_id(), 30) == (fresh, True)
+
+    @pytest.mark.asyncio
+    async def test_claims_end_with_delete_or_lapse(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(clock, idempotency_claim="claim-d")
+        await store.claim_idempotency_key("claim-d", "fp", job.id, 30)
+        await store.create(job)
+        assert await store.delete(job.id)
+        assert await store.claim_idempotency_key("claim-d", "fp", "never-created", 30) == (None, True)
+        clock.advance(29)
+        assert (await store.claim_idempotency_key("claim-d", "fp", new_job_id(), 30))[0] == "never-created"
+        clock.advance(2)  # its job was never created: the claim lapsed
+        assert await store.claim_idempotency_key("claim-d", "fp", new_job_id(), 30) == (None, True)
+
+    @pytest.mark.asyncio
+    async def test_racing_claims_only_one_wins(self, store: JobStore, clock: FakeClock) -> None:
+        ids = [new_job_id() for _ in range(8)]
+        answers = await asyncio.gather(*(store.claim_idempotency_key("race", "fp", i, 30) for i in ids))
+        winners = [i for i, answer in zip(ids, answers, strict=True) if answer == (None, True)]
+        assert len(winners) == 1
+        assert all(answer in ((None, True), (winners[0], True)) for answer in answers)
+
+    @pytest.mark.asyncio
+    async def test_list_jobs_is_per_owner_newest_first_and_paged(
+        self, store: JobStore, clock: FakeClock
+    ) -> None:
+        mine = []
+        for n in range(5):
+            job = make_job(clock, owner="me", created_at=clock() + n)
+            mine.append(job)
+            await store.create(job)
+        await store.create(make_job(clock, owner="someone-else"))
+        await store.create(make_job(clock, owner="me", request_type="speech"))
+        running = processing(mine[1], clock)
+        await store.update(running, expect=(JobStatus.PENDING,))
+        newest_first = list(reversed(mine))
+        newest_first[3] = running
+        seen: list[Job] = []
+        cursor: str | None = None
+        for _ in range(3):
+            page, cursor = await store.list_jobs("me", "transcription", cursor=cursor, limit=2)
+            seen += page
+            if cursor is None:
+                break
+        assert seen == newest_first and cursor is None
+        processing_only, more = await store.list_jobs("me", "transcription", status=JobStatus.PROCESSING)
+        assert processing_only == [running] and more is None
+        assert await store.list_jobs("nobody", "transcription") == ([], None)
+        with pytest.raises(ValueError):
+            await store.list_jobs("me", "transcription", cursor="not a cursor!")
+
+    @pytest.mark.asyncio
+    async def test_list_jobs_leaves_out_expired_and_deleted(self, store: JobStore, clock: FakeClock) -> None:
+        gone, kept, expiring = (make_job(clock, owner="me", ttl=5) for _ in range(3))
+        for job in (gone, kept, expiring):
+            await store.create(job)
+        await store.delete(gone.id)
+        running = processing(expiring, clock)
+        await store.update(running, expect=(JobStatus.PENDING,))
+        await store.update(finished(running, clock, result=1), expect=(JobStatus.PROCESSING,))
+        clock.advance(6)
+        assert await store.list_jobs("me", "transcription") == ([kept], None)

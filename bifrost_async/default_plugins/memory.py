@@ -2,7 +2,8 @@
 
 Each job expires at its own ``expires_at`` (unfinished jobs never expire). The cache is bounded
 by ``max_jobs``; when it is full of live jobs a submit is refused (503) rather than evicting a
-job someone may still poll.
+job someone may still poll. Waiters are asyncio events set by terminal updates and deletes, so a
+long-poll wakes the moment its job ends.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from cachetools import TLRUCache
 
 from bifrost_async.hookspecs import hookimpl
 from bifrost_async.jobs import Job, JobStatus, may_move
-from bifrost_async.store import StoreContext, StoreFactory, StoreFull
+from bifrost_async.store import (
+    StoreContext,
+    StoreFactory,
+    StoreFull,
+    decode_cursor,
+    encode_cursor,
+    list_key,
+)
+from bifrost_async.waiters import Waiters, wait_for_job
 
 
 class _BoundedTLRU(TLRUCache[str, Job]):
@@ -35,18 +44,27 @@ class MemoryStore:
     """In-process job store. Jobs are copied in and out, so callers never share a record."""
 
     def __init__(self, clock: Callable[[], float], max_jobs: int) -> None:
+        self._clock = clock
         self._jobs = _BoundedTLRU(maxsize=max_jobs, ttu=_time_to_use, timer=clock)
+        self._waiters = Waiters()
+        #: claim -> (job id, fingerprint, lapses at by the clock or None while its job lives)
+        self._claims: dict[str, tuple[str, str, float | None]] = {}
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
         self._jobs.clear()
+        self._claims.clear()
+        self._waiters.wake_all()
 
     async def create(self, job: Job) -> None:
         if job.id in self._jobs:
             raise ValueError(f"job {job.id} exists already")
         self._jobs[job.id] = copy.copy(job)
+        claim = self._claims.get(job.idempotency_claim or "")
+        if claim is not None and claim[0] == job.id:
+            self._claims[job.idempotency_claim or ""] = (claim[0], claim[1], None)
 
     async def get(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
@@ -57,7 +75,76 @@ class MemoryStore:
         if current is None or current.status not in expect or not may_move(current.status, job.status):
             return False
         self._jobs[job.id] = copy.copy(job)
+        if job.status.terminal:
+            self._waiters.wake(job.id)
         return True
+
+    # -- extensions ----------------------------------------------------------------------------
+
+    async def wait(self, job_id: str, timeout: float) -> Job | None:  # noqa: ASYNC109 - returns, never raises, at the timeout
+        return await wait_for_job(self._waiters, self.get, job_id, timeout)
+
+    async def delete(self, job_id: str) -> bool:
+        job = self._jobs.pop(job_id, None)
+        if job is None:
+            return False
+        claim = self._claims.get(job.idempotency_claim or "")
+        if claim is not None and claim[0] == job_id:
+            del self._claims[job.idempotency_claim or ""]
+        self._waiters.wake(job_id)
+        return True
+
+    async def claim_idempotency_key(
+        self, claim: str, fingerprint: str, job_id: str, ttl: float
+    ) -> tuple[str | None, bool]:
+        now = self._clock()
+        if len(self._claims) > self._jobs.maxsize:
+            self._prune_claims(now)
+        held = self._claims.get(claim)
+        if held is not None and self._claim_live(held, now):
+            return held[0], held[1] == fingerprint
+        self._claims[claim] = (job_id, fingerprint, now + ttl)
+        return None, True
+
+    async def list_jobs(
+        self,
+        owner: str,
+        request_type: str,
+        *,
+        status: JobStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Job], str | None]:
+        after = decode_cursor(cursor) if cursor is not None else None
+        now = self._clock()
+        self._jobs.expire()
+        matching = [
+            job
+            for job in list(self._jobs.values())
+            if job.owner == owner
+            and job.request_type == request_type
+            and (status is None or job.status is status)
+            and not job.expired(now)
+            and (after is None or list_key(job) < after)
+        ]
+        matching.sort(key=list_key, reverse=True)
+        page = [copy.copy(job) for job in matching[:limit]]
+        more = len(matching) > limit
+        return page, encode_cursor(page[-1]) if more and page else None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _claim_live(self, held: tuple[str, str, float | None], now: float) -> bool:
+        job_id, _, lapses_at = held
+        if lapses_at is None:  # its job was created: the claim lives exactly as long as the job
+            return job_id in self._jobs
+        return now < lapses_at or job_id in self._jobs
+
+    def _prune_claims(self, now: float) -> None:
+        """Drop dead claims; run only when there are more claims than jobs could hold."""
+        for claim, held in list(self._claims.items()):
+            if not self._claim_live(held, now):
+                del self._claims[claim]
 
     def __len__(self) -> int:
         return len(self._jobs)

@@ -11,9 +11,10 @@ cannot race: of two workers finishing the same job, exactly one write lands.
 
 from __future__ import annotations
 
-#: KEYS: job, jobs index, leases index.
+#: KEYS: job, jobs index, leases index, owner's list index, idempotency claim.
 #: ARGV: id, record, status, now, max_jobs (0: no bound), lease score or "", expires_at or "",
-#: expiry in epoch milliseconds or "".
+#: expiry in epoch milliseconds or "", created_at.
+#: The claim (if it is this job's) stops lapsing: it now lives exactly as long as the job.
 #: Returns 1 when stored (or when this very record is stored already, so a create retried after
 #: a lost reply succeeds), 0 when another job holds the id, -1 when the bound is reached.
 CREATE = """
@@ -36,15 +37,22 @@ else
   redis.call('ZADD', jobs, '+inf', id)
 end
 if ARGV[6] ~= '' then redis.call('ZADD', leases, ARGV[6], id) end
+redis.call('ZADD', KEYS[4], ARGV[9], id)
+local claim = redis.call('GET', KEYS[5])
+if claim and string.sub(claim, 1, #id + 1) == id .. '|' then
+  if ARGV[7] ~= '' then redis.call('PEXPIREAT', KEYS[5], ARGV[8]) else redis.call('PERSIST', KEYS[5]) end
+end
 return 1
 """
 
-#: KEYS: job, jobs index, leases index.
+#: KEYS: job, jobs index, leases index, idempotency claim.
 #: ARGV: id, record, status, now, lease score or "", expires_at or "", expiry in epoch
-#: milliseconds or "", then the statuses the stored job may be in (already narrowed by the
-#: caller to those from which the move is forward, so the transition rules live in one place:
-#: ``bifrost_async.jobs.may_move``).
-#: Returns 1 when written, 0 when the job is missing, expired or in another status.
+#: milliseconds or "", the notification channel, then the statuses the stored job may be in
+#: (already narrowed by the caller to those from which the move is forward, so the transition
+#: rules live in one place: ``bifrost_async.jobs.may_move``).
+#: Returns 1 when written, 0 when the job is missing, expired or in another status. A write of a
+#: terminal status publishes the id on the channel (waiters and runners everywhere wake) and
+#: gives the job's claim the job's expiry.
 UPDATE = """
 local job, jobs, leases = KEYS[1], KEYS[2], KEYS[3]
 local id, record, status, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -52,7 +60,7 @@ local current = redis.call('HMGET', job, 'status', 'expires_at')
 if not current[1] then return 0 end
 if current[2] and tonumber(current[2]) <= now then return 0 end
 local allowed = false
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   if ARGV[i] == current[1] then allowed = true break end
 end
 if not allowed then return 0 end
@@ -61,11 +69,57 @@ if ARGV[6] ~= '' then
   redis.call('HSET', job, 'expires_at', ARGV[6])
   redis.call('PEXPIREAT', job, ARGV[7])
   redis.call('ZADD', jobs, ARGV[6], id)
+  local claim = redis.call('GET', KEYS[4])
+  if claim and string.sub(claim, 1, #id + 1) == id .. '|' then redis.call('PEXPIREAT', KEYS[4], ARGV[7]) end
 end
 if ARGV[5] ~= '' then
   redis.call('ZADD', leases, ARGV[5], id)
 else
   redis.call('ZREM', leases, id)
 end
+if status == 'completed' or status == 'failed' then redis.call('PUBLISH', ARGV[8], id) end
 return 1
+"""
+
+#: KEYS: job, jobs index, leases index, owner's list index, idempotency claim.
+#: ARGV: id, now, the notification channel.
+#: Removes the job from everywhere, with its claim, and publishes its id (its waiters wake and
+#: find it gone). Returns 1 when a live job was removed, 0 when it was missing or expired.
+DELETE = """
+local job, id, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local current = redis.call('HMGET', job, 'status', 'expires_at')
+if not current[1] then return 0 end
+redis.call('DEL', job)
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[4], id)
+local claim = redis.call('GET', KEYS[5])
+if claim and string.sub(claim, 1, #id + 1) == id .. '|' then redis.call('DEL', KEYS[5]) end
+redis.call('PUBLISH', ARGV[3], id)
+if current[2] and tonumber(current[2]) <= now then return 0 end
+return 1
+"""
+
+#: KEYS: idempotency claim.
+#: ARGV: "<job id>|<fingerprint>|<lapses at>" to store, lapse in milliseconds (the key's own
+#: Redis expiry, a memory bound), now, the job key prefix.
+#: A held claim is live while its job lives (judged by the job's ``expires_at`` against ``now``,
+#: the injected clock, like every read) or, if its job does not exist, until its ``lapses at``.
+#: Returns the held value when live (nothing changes), else stores ours and returns false.
+CLAIM = """
+local held = redis.call('GET', KEYS[1])
+local now = tonumber(ARGV[3])
+if held then
+  local id, lapses = string.match(held, '^([^|]*)|[^|]*|(.*)$')
+  local live
+  local current = redis.call('HMGET', ARGV[4] .. id, 'status', 'expires_at')
+  if current[1] then
+    live = not (current[2] and tonumber(current[2]) <= now)
+  else
+    live = tonumber(lapses) ~= nil and tonumber(lapses) > now
+  end
+  if live then return held end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
 """

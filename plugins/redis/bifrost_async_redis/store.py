@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -21,10 +22,13 @@ import redis.exceptions as rexc
 import structlog
 from bifrost_async.jobs import Job, JobStatus, may_move
 from bifrost_async.store import StoreFull, StoreUnavailable
+from bifrost_async.waiters import Waiters, wait_for_job
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from . import scripts
+from .events import listen
+from .listing import list_jobs
 from .options import RedisStoreOptions
 
 log = structlog.get_logger(__name__)
@@ -52,7 +56,13 @@ class RedisJobStore:
         self._redis: aioredis.Redis | None = None
         self._create: Any = None
         self._update: Any = None
+        self._delete: Any = None
+        self._claim: Any = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.waiters = Waiters()
+        #: Set once the job-ended subscription is active (tests wait on it).
+        self.subscribed = asyncio.Event()
         #: Set by the plugin's ``async_jobs_startup`` hook: observers to tell about a job the sweep
         #: failed, and whether this process still holds a job (then it is alive, whatever Redis says).
         self.on_orphan_failed: Callable[[Job], None] = lambda job: None
@@ -70,6 +80,21 @@ class RedisJobStore:
     @property
     def leases_key(self) -> str:
         return f"{self.options.prefix}leases"
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel every terminal update and delete publishes the job id on."""
+        return f"{self.options.prefix}ended"
+
+    def owner_key(self, owner: str, request_type: str) -> str:
+        """The list index of one owner's jobs of one type (the owner string is hashed: it may be
+        any plugin's choice of string)."""
+        digest = hashlib.sha256(owner.encode()).hexdigest()[:40]
+        return f"{self.options.prefix}owner:{digest}:{request_type}"
+
+    def claim_key(self, claim: str | None) -> str:
+        """The idempotency claim's key (a key that is never set when there is no claim)."""
+        return f"{self.options.prefix}idem:{claim or '-'}"
 
     def _keys(self, job_id: str) -> list[str]:
         return [self.job_key(job_id), self.jobs_key, self.leases_key]
@@ -99,6 +124,11 @@ class RedisJobStore:
         self._redis = aioredis.Redis(connection_pool=pool)
         self._create = self._redis.register_script(scripts.CREATE)
         self._update = self._redis.register_script(scripts.UPDATE)
+        self._delete = self._redis.register_script(scripts.DELETE)
+        self._claim = self._redis.register_script(scripts.CLAIM)
+        self._listener = asyncio.create_task(
+            listen(self, self.waiters, self.subscribed), name="bifrost-async-redis-events"
+        )
         try:
             with self.guard():
                 await self._redis.ping()
@@ -112,10 +142,12 @@ class RedisJobStore:
             self._sweeper = asyncio.create_task(sweep_forever(self), name="bifrost-async-redis-sweep")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        for task in (self._sweeper, self._listener):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sweeper = self._listener = None
+        self.waiters.wake_all()
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
             self._redis = None
@@ -124,7 +156,10 @@ class RedisJobStore:
 
     async def create(self, job: Job) -> None:
         with self.guard():
-            stored = await self._create(keys=self._keys(job.id), args=self._args(job, self.max_jobs))
+            keys = [*self._keys(job.id), self.owner_key(job.owner, job.request_type)]
+            keys.append(self.claim_key(job.idempotency_claim))
+            args = [*self._args(job, self.max_jobs), repr(job.created_at)]
+            stored = await self._create(keys=keys, args=args)
         if stored == -1:
             raise StoreFull(f"the job store holds its maximum of {self.max_jobs} live jobs")
         if stored != 1:
@@ -146,8 +181,53 @@ class RedisJobStore:
         if not allowed:
             return False
         with self.guard():
-            written = await self._update(keys=self._keys(job.id), args=[*self._args(job), *allowed])
+            keys = [*self._keys(job.id), self.claim_key(job.idempotency_claim)]
+            written = await self._update(keys=keys, args=[*self._args(job), self.channel, *allowed])
         return bool(written == 1)
+
+    # -- extensions ----------------------------------------------------------------------------
+
+    async def wait(self, job_id: str, timeout: float) -> Job | None:  # noqa: ASYNC109 - returns at the timeout
+        return await wait_for_job(self.waiters, self.get, job_id, timeout)
+
+    async def delete(self, job_id: str) -> bool:
+        with self.guard():
+            raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
+        if raw is None:
+            return False
+        job = Job.from_record(json.loads(raw))
+        keys = [*self._keys(job_id), self.owner_key(job.owner, job.request_type)]
+        keys.append(self.claim_key(job.idempotency_claim))
+        with self.guard():
+            removed = await self._delete(keys=keys, args=[job_id, repr(self.clock()), self.channel])
+        return bool(removed == 1)
+
+    async def claim_idempotency_key(
+        self, claim: str, fingerprint: str, job_id: str, ttl: float
+    ) -> tuple[str | None, bool]:
+        now = self.clock()
+        value = f"{job_id}|{fingerprint}|{now + ttl!r}"
+        # The key's own Redis expiry only bounds memory if the job is never created; liveness is
+        # judged in the script by the injected clock, like every other read.
+        lapse_ms = max(1, math.ceil(ttl * 1000))
+        args = [value, lapse_ms, repr(now), f"{self.options.prefix}job:"]
+        with self.guard():
+            held = await self._claim(keys=[self.claim_key(claim)], args=args)
+        if not held:
+            return None, True
+        held_id, held_fingerprint, _ = (held.decode() if isinstance(held, bytes) else str(held)).split("|")
+        return held_id, held_fingerprint == fingerprint
+
+    async def list_jobs(
+        self,
+        owner: str,
+        request_type: str,
+        *,
+        status: JobStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Job], str | None]:
+        return await list_jobs(self, owner, request_type, status=status, cursor=cursor, limit=limit)
 
     # -- helpers -------------------------------------------------------------------------------
 
