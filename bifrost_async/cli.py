@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import __version__
@@ -89,7 +89,9 @@ def serve(values: Mapping[str, Any]) -> int:
     }
     middleware = {o.name: values[o.name] for o in OPTIONS if o.target == "middleware" and o.name in values}
     middleware["store_options"] = values["store_options"]
-    app = build_proxy(values["upstream"], upstream_options=upstream_options, **middleware)
+    plugins, wrap = _plugins(values)
+    proxy = build_proxy(values["upstream"], upstream_options=upstream_options, plugins=plugins, **middleware)
+    app = wrap(proxy)
     config = uvicorn.Config(
         app,
         host=values["host"],
@@ -112,6 +114,31 @@ def serve(values: Mapping[str, Any]) -> int:
     )
     server.run()
     return 0 if server.started else 1
+
+
+def _plugins(values: Mapping[str, Any]) -> tuple[list[Any], Callable[[Any], Any]]:
+    """The optional plugins ``serve`` options turn on (webhooks, metrics), and the wrapper that
+    puts ``/metrics`` in front of the app (identity when metrics are off)."""
+    plugins: list[Any] = []
+    wrap: Callable[[Any], Any] = lambda app: app  # noqa: E731
+    on_delivery = None
+    if values.get("metrics"):
+        from .metrics import MetricsPlugin
+
+        metrics = MetricsPlugin()
+        plugins.append(metrics)
+        wrap, on_delivery = metrics.wrap, metrics.record_webhook
+    if values.get("webhooks"):
+        from .webhooks import WebhooksPlugin, load_endpoints
+
+        try:
+            endpoints = load_endpoints(values["webhooks"])
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"webhooks file {values['webhooks']}: {exc}") from None
+        plugins.append(
+            WebhooksPlugin(endpoints, public_url=values.get("public_url"), on_delivery=on_delivery)
+        )
+    return plugins, wrap
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,16 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
 
 
+def parse_bool(text: str) -> bool:
+    """``on``/``off``, ``true``/``false``, ``yes``/``no``, ``1``/``0``."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
 def parse_timeout(text: str) -> float | None:
     """Seconds, or ``none``/``0`` for no limit."""
     value = str(text).strip().lower()
@@ -42,7 +52,7 @@ class Option:
     default: Any
     help: str
     group: str
-    target: str  # "upstream", "middleware", "server", "logging" or "cli"
+    target: str  # "upstream", "middleware", "plugins", "server", "logging" or "cli"
     metavar: str = "VALUE"
     choices: tuple[str, ...] | None = None
 
@@ -90,6 +100,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("prefix", str, "/v1/async", "where the async routes live", _JOBS, "middleware", "PATH"),
     Option("owner_secret", str, None, "HMAC key for job owner digests (prefer the env var)", _JOBS,
            "middleware", "SECRET"),
+    Option("webhooks", str, None, "JSON file of webhook endpoints {name: {url, secret, enabled}}; "
+           "a submit names one with x-bf-async-webhook", _JOBS, "plugins", "FILE"),
+    Option("public_url", str, None, "this service's public base URL, for webhook result_url", _JOBS,
+           "plugins", "URL"),
+    Option("metrics", parse_bool, False, "serve Prometheus metrics at /metrics (on/off)", _JOBS, "plugins",
+           "on|off"),
     Option("log_level", str, "info", "log level", _LOG, "logging", "LEVEL",
            ("debug", "info", "warning", "error")),
     Option("log_format", str, "auto", "auto: console on a terminal, JSON otherwise", _LOG, "logging",
