@@ -28,6 +28,7 @@ from .provider import Provider, ProviderError
 from .results import Outcome, failure, outcome_from_response
 from .safelog import exception_fields
 from .store import JobStore, StoreError
+from .watch import JobEndedElsewhere, run_watched
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,13 @@ class JobRunner:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1-based place of a job in this process's queue (``None``: not queued here)."""
+        for position, queued_id in enumerate(self._queued, start=1):
+            if queued_id == job_id:
+                return position
+        return None
 
     def owns(self, job_id: str) -> bool:
         """True while this runner holds the job (queued or running): its lease is alive."""
@@ -179,17 +187,23 @@ class JobRunner:
                 type="server_error",
                 code="internal_error",
             )
+        if outcome is None:  # cancelled (or removed) while it ran: the store holds its end already
+            log.info("job.cancelled")
+            return
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         await self._finish(job, outcome, expect=JobStatus.PROCESSING, duration_ms=duration_ms)
 
-    async def _execute(self, item: WorkItem) -> Outcome:
+    async def _execute(self, item: WorkItem) -> Outcome | None:
         job = item.job
         task: asyncio.Task[object] = asyncio.create_task(
             self.provider.execute(item.request, max_result_bytes=self.config.max_result_bytes)
         )
         self._running[job.id] = (job, task)
         try:
-            response = await asyncio.wait_for(task, self.config.job_timeout)
+            watched = run_watched(task, self.store, job.id, self.config.job_timeout + 1)
+            response = await asyncio.wait_for(watched, self.config.job_timeout)
+        except JobEndedElsewhere:
+            return None
         except TimeoutError:
             return failure(
                 504,

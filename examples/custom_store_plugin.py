@@ -26,7 +26,8 @@ from collections.abc import Callable, Collection
 
 from bifrost_async import Job, JobStatus, StoreContext, StoreFull, hookimpl
 from bifrost_async.jobs import may_move
-from bifrost_async.store import StoreFactory
+from bifrost_async.store import StoreFactory, decode_cursor, encode_cursor, list_key
+from bifrost_async.waiters import Waiters, wait_for_job
 
 
 class DictStore:
@@ -37,6 +38,8 @@ class DictStore:
         self.max_jobs = context.max_jobs
         self.jobs: dict[str, Job] = {}
         self.lock = asyncio.Lock()
+        self.waiters = Waiters()  # woken on terminal updates and deletes (long-poll, cancel)
+        self.claims: dict[str, tuple[str, str, float]] = {}  # claim -> job id, fingerprint, lapse
 
     async def start(self) -> None:
         return None
@@ -58,6 +61,9 @@ class DictStore:
             if len(self.jobs) >= self.max_jobs:
                 raise StoreFull(f"the dict store holds its maximum of {self.max_jobs} jobs")
             self.jobs[job.id] = Job.from_record(job.to_record())
+            held = self.claims.get(job.idempotency_claim or "")
+            if held is not None and held[0] == job.id:  # created: the claim now lives as the job does
+                self.claims[job.idempotency_claim or ""] = (job.id, held[1], float("-inf"))
 
     async def get(self, job_id: str) -> Job | None:
         job = self._live(job_id)
@@ -69,7 +75,57 @@ class DictStore:
             if current is None or current.status not in expect or not may_move(current.status, job.status):
                 return False
             self.jobs[job.id] = Job.from_record(job.to_record())
-            return True
+        if job.status.terminal:
+            self.waiters.wake(job.id)
+        return True
+
+    # The extensions' part of the contract (docs/EXTENSIONS.md).
+
+    async def wait(self, job_id: str, timeout: float) -> Job | None:  # noqa: ASYNC109
+        return await wait_for_job(self.waiters, self.get, job_id, timeout)
+
+    async def delete(self, job_id: str) -> bool:
+        async with self.lock:
+            job = self._live(job_id)
+            if job is None:
+                return False
+            del self.jobs[job_id]
+            self.claims.pop(job.idempotency_claim or "", None)
+        self.waiters.wake(job_id)
+        return True
+
+    async def claim_idempotency_key(
+        self, claim: str, fingerprint: str, job_id: str, ttl: float
+    ) -> tuple[str | None, bool]:
+        async with self.lock:
+            held = self.claims.get(claim)
+            # a claim lives while its job does, or until it lapses if its job was never created
+            if held is not None and (self._live(held[0]) is not None or self.clock() < held[2]):
+                return held[0], held[1] == fingerprint
+            self.claims[claim] = (job_id, fingerprint, self.clock() + ttl)
+            return None, True
+
+    async def list_jobs(
+        self,
+        owner: str,
+        request_type: str,
+        *,
+        status: JobStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Job], str | None]:
+        after = decode_cursor(cursor) if cursor is not None else None
+        found = [
+            job
+            for job_id in list(self.jobs)
+            if (job := self._live(job_id)) is not None
+            and (job.owner, job.request_type) == (owner, request_type)
+            and (status is None or job.status is status)
+            and (after is None or list_key(job) < after)
+        ]
+        found.sort(key=list_key, reverse=True)
+        page = [Job.from_record(job.to_record()) for job in found[:limit]]
+        return page, encode_cursor(page[-1]) if len(found) > limit and page else None
 
 
 def dict_store(context: StoreContext) -> DictStore:
