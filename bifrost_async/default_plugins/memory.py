@@ -8,7 +8,6 @@ long-poll wakes the moment its job ends.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Collection
 from typing import Any
@@ -26,6 +25,14 @@ from bifrost_async.store import (
     list_key,
 )
 from bifrost_async.waiters import Waiters, wait_for_job
+
+
+def _copy(job: Job) -> Job:
+    """A shallow copy of ``job``, as ``copy.copy`` makes it but ~3x faster (no ``__reduce_ex__``):
+    the store copies on every read and write, several times per job."""
+    clone = object.__new__(type(job))
+    clone.__dict__.update(job.__dict__)
+    return clone
 
 
 class _BoundedTLRU(TLRUCache[str, Job]):
@@ -61,20 +68,20 @@ class MemoryStore:
     async def create(self, job: Job) -> None:
         if job.id in self._jobs:
             raise ValueError(f"job {job.id} exists already")
-        self._jobs[job.id] = copy.copy(job)
+        self._jobs[job.id] = _copy(job)
         claim = self._claims.get(job.idempotency_claim or "")
         if claim is not None and claim[0] == job.id:
             self._claims[job.idempotency_claim or ""] = (claim[0], claim[1], None)
 
     async def get(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
-        return copy.copy(job) if job is not None else None
+        return _copy(job) if job is not None else None
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
         current = self._jobs.get(job.id)
         if current is None or current.status not in expect or not may_move(current.status, job.status):
             return False
-        self._jobs[job.id] = copy.copy(job)
+        self._jobs[job.id] = _copy(job)
         if job.status.terminal:
             self._waiters.wake(job.id)
         return True
@@ -128,7 +135,7 @@ class MemoryStore:
             and (after is None or list_key(job) < after)
         ]
         matching.sort(key=list_key, reverse=True)
-        page = [copy.copy(job) for job in matching[:limit]]
+        page = [_copy(job) for job in matching[:limit]]
         more = len(matching) > limit
         return page, encode_cursor(page[-1]) if more and page else None
 
