@@ -63,6 +63,9 @@ class AsyncJobsConfig:
     shutdown_grace: float = 30.0
     #: The ``Retry-After`` value sent with 202, 429 and 503 answers.
     retry_after: int = 1
+    #: Longest long-poll (``?wait=N``, ``Prefer: wait=N``) in seconds; longer asks are capped to
+    #: it, 0 turns long-polling off (answers come at once, as without the extension).
+    max_wait_seconds: float = 30.0
     #: Secret for the owner digest (HMAC-SHA256); without it a plain SHA-256 is used. Must be the
     #: same on every process that shares a store.
     owner_secret: str | None = None
@@ -86,7 +89,7 @@ class AsyncJobsConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("spool_memory_bytes", "shutdown_grace"):
+        for name in ("spool_memory_bytes", "shutdown_grace", "max_wait_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.default_ttl > self.max_ttl:

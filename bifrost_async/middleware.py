@@ -10,11 +10,13 @@ import structlog
 
 from .capture import ClientDisconnected
 from .config import AsyncJobsConfig
+from .endpoints import JobEndpoints, allowed_methods, match_result, sync_route
 from .errors import AsyncJobError, error_body
 from .http import send_json
 from .openapi import openapi_document
 from .plugins import call_lifecycle, make_plugin_manager, provider_registry, store_registry
 from .provider import Provider, ProviderContext
+from .routes import RouteSpec
 from .runner import JobRunner
 from .safelog import exception_fields
 from .service import JobService
@@ -175,9 +177,12 @@ class AsyncJobsMiddleware:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
+        respond_async: RouteSpec | None = None
         if not self.routes.owns(path):
-            await self.app(scope, receive, send)
-            return
+            respond_async = sync_route(self.routes, path, scope)  # only with Prefer: respond-async
+            if respond_async is None:
+                await self.app(scope, receive, send)
+                return
         started = False
 
         async def tracked_send(message: dict[str, Any]) -> None:
@@ -186,7 +191,10 @@ class AsyncJobsMiddleware:
             await send(message)
 
         try:
-            await self._handle(path, scope, receive, tracked_send)
+            if respond_async is not None:
+                await self._respond_async(respond_async, scope, receive, tracked_send)
+            else:
+                await self._handle(path, scope, receive, tracked_send)
         except ClientDisconnected:
             log.info("job.client_disconnected")
         except AsyncJobError as exc:
@@ -211,12 +219,16 @@ class AsyncJobsMiddleware:
             # built per request from the live route table and plugins: cheap, and never stale
             await send_json(send, 200, openapi_document(self.routes, self.pm.get_plugins()))
             return
+        result = False
+        if spec is None:
+            spec, job_id = match_result(self.routes, path)  # GET .../{id}/result (an extension)
+            result = spec is not None
         if spec is None:
             raise AsyncJobError(
                 404, f"no async route at {path}", type="not_found_error", code="unknown_route"
             )
         method = scope["method"]
-        allowed = "POST" if job_id is None else "GET"
+        allowed = allowed_methods(job_id, result)
         if method not in allowed.split(", "):
             raise AsyncJobError(
                 405,
@@ -227,15 +239,11 @@ class AsyncJobsMiddleware:
         if self.service is None:
             await self.startup()  # servers that run no lifespan
         assert self.service is not None
-        cfg = self.config
-        if job_id is None:
-            job = await self.service.submit(spec, scope, receive)
-            location = self.routes.poll_url(spec, job.id, scope.get("root_path", ""))
-            headers = {"Location": location, "Retry-After": str(cfg.retry_after)}
-            await send_json(send, 202, job.to_public(), headers)
-            return
-        job = await self.service.poll(spec, job_id, scope)
-        if job.status.terminal:
-            await send_json(send, 200, job.to_public())
-        else:
-            await send_json(send, 202, job.to_public(), {"Retry-After": str(cfg.retry_after)})
+        await JobEndpoints(self.service, self.routes).dispatch(spec, job_id, result, scope, receive, send)
+
+    async def _respond_async(self, spec: RouteSpec, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``Prefer: respond-async`` on a synchronous route: submit it as a job (RFC 7240)."""
+        if self.service is None:
+            await self.startup()
+        assert self.service is not None
+        await JobEndpoints(self.service, self.routes).submit(spec, scope, receive, send, respond_async=True)

@@ -39,6 +39,9 @@ class Outcome:
     status_code: int
     result: Any = None
     error: dict[str, Any] | None = None
+    #: How to rebuild the endpoint's own response (``bifrost_async.raw``); ``None`` when there
+    #: was none (timeout, crash, cancel).
+    raw: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,11 +74,15 @@ def encode_result(response: CapturedResponse) -> Any:
 
 def outcome_from_response(response: CapturedResponse, extra_fields: dict[str, Any]) -> Outcome:
     """A completed outcome for 2xx, a failed one carrying the endpoint's error otherwise."""
+    from .raw import capture_raw  # raw imports this module's CapturedResponse
+
     if 200 <= response.status < 300:
-        return Outcome(status_code=response.status, result=encode_result(response))
+        result = encode_result(response)
+        return Outcome(status_code=response.status, result=result, raw=capture_raw(response, result))
     return Outcome(
         status_code=response.status,
         error=error_from_body(response.status, response.body, extra_fields),
+        raw=capture_raw(response, None),
     )
 
 

@@ -285,6 +285,7 @@ def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:
     job.status_code = outcome.status_code
     job.result = outcome.result if outcome.ok else None
     job.error = outcome.error
+    job.raw_response = outcome.raw
     job.completed_at = now
     job.expires_at = now + job.ttl
     job.lease_expires_at = None

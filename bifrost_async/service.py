@@ -13,6 +13,7 @@ import structlog
 from .capture import CapturedRequest, Headers, header_value, spool_body
 from .config import AsyncJobsConfig
 from .errors import AsyncJobError, model_extra_fields, not_found
+from .idempotency import claim_or_replay
 from .jobs import Job, JobStatus, is_job_id, new_job_id
 from .plugins import notify
 from .results import failure
@@ -133,6 +134,8 @@ class JobService:
             lease_expires_at=now + self.config.lease_seconds,
         )
         try:
+            # Idempotency-Key (an extension): a repeat raises IdempotentReplay, no job is created
+            await claim_or_replay(self.store, job, request, self.config.owner_secret)
             await self.store.create(job)
         except StoreFull as exc:
             self.runner.release()

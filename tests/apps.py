@@ -31,11 +31,17 @@ class Gate:
         self.opened = asyncio.Event()
         self.waiting = 0
         self.arrived = asyncio.Event()
+        #: Set when a gated request was cancelled while it waited (a cancelled job's replay).
+        self.cancelled = asyncio.Event()
 
     async def wait(self) -> None:
         self.waiting += 1
         self.arrived.set()
-        await self.opened.wait()
+        try:
+            await self.opened.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
 
 
 async def _behave(model: str, request: Request) -> Response | None:

@@ -160,10 +160,10 @@ async def test_validation_order_size_before_format(stack: Any, http: httpx.Async
 
 
 async def test_wrong_methods_and_unknown_routes(stack: Any, http: httpx.AsyncClient) -> None:
-    on_submit = await http.get(f"{stack.url}/v1/async/chat/completions")
-    assert on_submit.status_code == 405 and on_submit.headers["allow"] == "POST"
+    on_submit = await http.put(f"{stack.url}/v1/async/chat/completions")
+    assert on_submit.status_code == 405 and on_submit.headers["allow"] == "GET, POST"  # GET: list
     on_poll = await http.post(f"{stack.url}/v1/async/chat/completions/abc")
-    assert on_poll.status_code == 405 and on_poll.headers["allow"] == "GET"
+    assert on_poll.status_code == 405 and on_poll.headers["allow"] == "GET, DELETE"  # DELETE: cancel
     unknown = await http.post(f"{stack.url}/v1/async/nothing/here", json={"model": "m"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_route"
 

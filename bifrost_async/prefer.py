@@ -1,0 +1,64 @@
+"""The request knobs of the extensions: ``Prefer`` (RFC 7240) and the ``wait`` query parameter."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import parse_qs
+
+from .errors import AsyncJobError
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def preferences(headers: Headers) -> dict[str, str]:
+    """Every ``Prefer`` header's preferences, ``{name (lowercase): value ("" if none)}``.
+
+    RFC 7240: comma-separated ``token[=value]`` items, each optionally followed by ``;``
+    parameters (ignored here), possibly over several headers; the first occurrence wins.
+    """
+    found: dict[str, str] = {}
+    for name, raw in headers:
+        if name != b"prefer":
+            continue
+        for item in raw.decode("latin-1").split(","):
+            head = item.split(";", 1)[0].strip()
+            if not head:
+                continue
+            key, _, value = head.partition("=")
+            found.setdefault(key.strip().lower(), value.strip().strip('"'))
+    return found
+
+
+def query(scope: dict[str, Any]) -> dict[str, str]:
+    """The query parameters (the first value of each)."""
+    parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def wait_seconds(scope: dict[str, Any], cap: float) -> float:
+    """How long the client asked this answer to wait for its job to end, capped at ``cap``.
+
+    ``?wait=N`` wins over ``Prefer: wait=N``; a malformed ``wait`` parameter is a 400, a
+    malformed preference is ignored (RFC 7240: a server ignores preferences it cannot honour).
+    Absent: 0, an answer at once, as the Bifrost contract has it.
+    """
+    asked = query(scope).get("wait")
+    if asked is not None:
+        value = _seconds(asked)
+        if value is None:
+            raise AsyncJobError(
+                400, "wait must be a non-negative number of seconds", code="invalid_wait", param="wait"
+            )
+        return min(value, cap)
+    preferred = preferences(scope["headers"]).get("wait")
+    value = _seconds(preferred) if preferred is not None else None
+    return min(value, cap) if value is not None else 0.0

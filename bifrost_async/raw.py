@@ -1,0 +1,62 @@
+"""Keep what rebuilds the synchronous endpoint's own response, byte for byte, for
+``GET .../{id}/result``: its status, content type and body.
+
+A job's ``result`` already holds the body in most cases (JSON re-encoded the same way, text,
+base64 audio), so the body is stored a second time only when re-encoding ``result`` would not
+give the very same bytes (e.g. JSON with other spacing or key escapes) and for error bodies.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+from python_multipart.multipart import parse_options_header
+
+from .results import CapturedResponse
+
+
+def _charset(content_type: str) -> str:
+    _, params = parse_options_header(content_type)
+    return params.get(b"charset", b"utf-8").decode("ascii", "replace") or "utf-8"
+
+
+#: Ways to turn a ``result`` back into the body: the JSON encoders of common frameworks
+#: (Starlette/FastAPI compact, ``json.dumps`` defaults as aiohttp uses), text, binary.
+_REBUILDERS: dict[str, Callable[[Any, str], bytes]] = {
+    "json-compact": lambda r, _: json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode(),
+    "json-compact-ascii": lambda r, _: json.dumps(r, separators=(",", ":")).encode(),
+    "json": lambda r, _: json.dumps(r).encode(),
+    "text": lambda r, ct: r["text"].encode(_charset(ct)),
+    "audio": lambda r, _: base64.b64decode(r["audio"], validate=True),
+}
+
+
+def capture_raw(response: CapturedResponse, result: Any) -> dict[str, Any]:
+    """The ``Job.raw_response`` record for ``response`` whose encoded ``result`` is given
+    (``None`` for a non-2xx answer)."""
+    content_type = response.content_type.decode("latin-1")
+    record: dict[str, Any] = {"status": response.status, "content_type": content_type}
+    if 200 <= response.status < 300:
+        for name, rebuild in _REBUILDERS.items():
+            try:
+                same = rebuild(result, content_type) == response.body
+            except (TypeError, KeyError, ValueError, LookupError):
+                continue
+            if same:
+                record["rebuild"] = name
+                return record
+    record["body"] = base64.b64encode(response.body).decode("ascii")
+    return record
+
+
+def rebuild_raw(raw: dict[str, Any], result: Any) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` from a record :func:`capture_raw` made."""
+    content_type = str(raw.get("content_type", ""))
+    if "body" in raw:
+        body = base64.b64decode(raw["body"])
+    else:
+        body = _REBUILDERS[str(raw["rebuild"])](result, content_type)
+    return int(raw["status"]), content_type, body
