@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from .harness import (
@@ -17,6 +18,7 @@ from .harness import (
     Server,
     Settings,
     alternate,
+    alternate_many,
     fmt,
     jobs_spec,
     measure,
@@ -29,6 +31,16 @@ NAME = "roundtrip"
 TITLE = "2. job round trip (memory store)"
 
 
+LONG_POLL = 10.0
+
+
+def long_poll_supported() -> bool:
+    """True when the core has the long-poll extension (``?wait=N``, ``Prefer: wait=N``)."""
+    from bifrost_async.config import AsyncJobsConfig
+
+    return "max_wait_seconds" in {field.name for field in dataclasses.fields(AsyncJobsConfig)}
+
+
 def run(settings: Settings, load: LoadGen) -> list[Row]:
     server = Server("bench.apps:combined")
     busy = dataclasses.replace(
@@ -36,21 +48,22 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
     )
     with started(server):
         ports = [server.port]
-        a, b = alternate(
-            settings.rounds,
-            lambda: measure([server], lambda: load.run(**jobs_spec(settings, ports)), load),
-            lambda: measure([server], lambda: load.run(**sync_spec(settings, ports)), load),
-        )
-        ba, bb = alternate(
-            busy.rounds,
-            lambda: measure([server], lambda: load.run(**jobs_spec(busy, ports)), load),
-            lambda: measure([server], lambda: load.run(**sync_spec(busy, ports)), load),
-        )
+
+        def leg(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+            return lambda: measure([server], lambda: load.run(**spec), load)
+
+        arms = {"poll": leg(jobs_spec(settings, ports)), "sync": leg(sync_spec(settings, ports))}
+        if long_poll_supported():
+            arms["long"] = leg(jobs_spec(settings, ports) | {"long_poll": LONG_POLL})
+            arms["prefer"] = leg(jobs_spec(settings, ports) | {"long_poll": LONG_POLL, "prefer_wait": True})
+        results = alternate_many(settings.rounds, arms)
+        ba, bb = alternate(busy.rounds, leg(jobs_spec(busy, ports)), leg(sync_spec(busy, ports)))
+    a, b = results["poll"], results["sync"]
     cpu_a, cpu_b = cpu_per_op(a), cpu_per_op(b)
     busy_ratio = median(ba, "rate") / median(bb, "rate")
     ratio = median(a, "rate") / median(b, "rate")
     cap_ms = settings.poll_cap * 1000
-    return [
+    rows = [
         Row(
             NAME,
             f"jobs/s (submit + poll every ≤{cap_ms:g} ms until done) vs sync calls/s, "
@@ -78,6 +91,28 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
             cpu_a / cpu_b,
             note=f"load generator CPU {median(a, 'load_cpu'):.0%} vs {median(b, 'load_cpu'):.0%} of a core",
         ),
+    ]
+    for arm, label in (
+        ("long", f"jobs/s with long-poll (each poll GET ...?wait={LONG_POLL:g}) vs sync calls/s"),
+        ("prefer", f"jobs/s with `Prefer: wait={LONG_POLL:g}` on the submit (one request per job) vs sync"),
+    ):
+        if arm in results:
+            r = results[arm]
+            arm_ratio = median(r, "rate") / median(b, "rate")
+            rows.append(
+                Row(
+                    NAME,
+                    label,
+                    fmt(median(r, "rate"), "jobs/s"),
+                    fmt(median(b, "rate"), "req/s"),
+                    arm_ratio,
+                    "≥ 0.5",
+                    arm_ratio >= 0.5,
+                    f"{median(r, 'polls_per_job'):.2g} polls/job; p50 {fmt(median(r, 'p50_ms'), 'ms')}; "
+                    f"{fmt(cpu_per_op(r), 'µs')} server CPU/job",
+                )
+            )
+    rows.append(
         Row(
             NAME,
             f"jobs/s vs sync calls/s, {busy.concurrency} concurrent (same poll cap)",
@@ -85,8 +120,9 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
             fmt(median(bb, "rate"), "req/s"),
             busy_ratio,
             note=f"{median(ba, 'polls_per_job'):.2g} polls/job",
-        ),
-    ]
+        )
+    )
+    return rows
 
 
 def cpu_per_op(results: list[dict[str, Any]]) -> float:

@@ -265,6 +265,20 @@ def alternate(
     return results_a, results_b
 
 
+def alternate_many(
+    rounds: int, actions: dict[str, Callable[[], dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Like :func:`alternate` for several arms: each round runs every arm once, the order rotated
+    by one arm per round."""
+    names = list(actions)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for n in range(rounds):
+        shift = n % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(actions[name]())
+    return results
+
+
 def median(results: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(result[key]) for result in results)
 

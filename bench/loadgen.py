@@ -12,8 +12,10 @@ Modes (field ``mode`` of a command):
 - ``requests``: ``concurrency`` workers repeat one request for ``duration`` seconds after
   ``warmup``; reports requests/s and latency percentiles.
 - ``jobs``: each worker submits, then polls the ``Location`` until the job is done (sleeping
-  ``Retry-After`` capped to ``poll_cap`` seconds between polls); reports jobs/s and round-trip
-  latency. With several ports, a job is submitted on one and polled on the next.
+  ``Retry-After`` capped to ``poll_cap`` seconds between polls, or, with ``long_poll``, asking the
+  server to hold each poll with ``?wait=N``; with ``prefer_wait`` the submit itself carries
+  ``Prefer: wait=N``); reports jobs/s and round-trip latency. With several ports, a job is
+  submitted on one and polled on the next.
 - ``upload``: ``count`` multipart uploads of ``size`` bytes, ``concurrency`` at a time; reports
   the latency of each upload (until its answer), then, with ``wait_done``, polls each job to the
   end outside the timing, so background work never overlaps the next measurement.
@@ -51,6 +53,7 @@ class Connection:
         path: str,
         body: bytes | tuple[bytes, bytes, bytes] = b"",
         content_type: str = "",
+        extra: str = "",
     ) -> tuple[int, dict[str, str], bytes]:
         """Send a request (``body`` may be ``(head, payload, tail)`` to avoid copying a large
         upload) and read the whole response; reconnects when the server closed the connection."""
@@ -59,7 +62,7 @@ class Connection:
         assert self.reader is not None and self.writer is not None
         parts = body if isinstance(body, tuple) else (body,)
         length = sum(len(part) for part in parts)
-        head = f"{method} {path} HTTP/1.1\r\nhost: {HOST}:{self.port}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nhost: {HOST}:{self.port}\r\n{extra}"
         if method == "POST":
             head += f"content-length: {length}\r\n"
             if content_type:
@@ -171,11 +174,18 @@ async def run_requests(spec: dict[str, Any]) -> dict[str, Any]:
     return summary(latencies, float(spec["duration"]), errors)
 
 
-async def poll_until_done(conn: Connection, location: str, retry_after: float, cap: float) -> int:
-    """Poll ``location`` until it answers 200 with a finished job; return how many polls."""
+async def poll_until_done(
+    conn: Connection, location: str, retry_after: float, cap: float, long_poll: float = 0
+) -> int:
+    """Poll ``location`` until it answers 200 with a finished job; return how many polls. With
+    ``long_poll`` each poll asks the server to hold it up to that long (``?wait=N``) and there is
+    no sleep between polls."""
     polls = 0
+    if long_poll:
+        location += f"?wait={long_poll:g}"
     while True:
-        await asyncio.sleep(min(retry_after, cap))
+        if not long_poll:
+            await asyncio.sleep(min(retry_after, cap))
         status, headers, payload = await conn.request("GET", location)
         polls += 1
         if status == 200:
@@ -190,13 +200,18 @@ async def poll_until_done(conn: Connection, location: str, retry_after: float, c
 async def run_jobs(spec: dict[str, Any]) -> dict[str, Any]:
     path, body = spec["path"], spec["body"].encode()
     cap = float(spec.get("poll_cap", 0.005))
+    long_poll = float(spec.get("long_poll", 0))
+    prefer = f"prefer: wait={long_poll:g}\r\n" if spec.get("prefer_wait") else ""
 
     async def one(n: int, conn: Connection, conns: list[Connection]) -> int:
-        status, headers, _ = await conn.request("POST", path, body, "application/json")
-        if status != 202:
+        status, headers, payload = await conn.request("POST", path, body, "application/json", prefer)
+        if status == 200 and prefer and json.loads(payload).get("status") == "completed":
+            return 0  # the submit itself waited for the end (Prefer: wait)
+        if status not in (200, 202):
             raise HttpError(f"submit answered {status}")
         poller = conns[(n + 1) % len(conns)]  # another process, when there are several
-        return await poll_until_done(poller, headers["location"], float(headers.get("retry-after", 1)), cap)
+        retry_after = float(headers.get("retry-after", 1))
+        return await poll_until_done(poller, headers["location"], retry_after, cap, long_poll)
 
     latencies, errors, polls = await timed_window(spec, one)
     per_job = statistics.fmean(polls) if polls else 0.0

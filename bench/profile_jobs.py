@@ -59,6 +59,11 @@ def main() -> int:
     parser.add_argument("--store", choices=("memory", "redis"), default="memory")
     parser.add_argument("--svg", type=Path, help="also write a flame graph here")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--prefer-wait",
+        action="store_true",
+        help="submit with Prefer: wait=10 (needs the long-poll extension)",
+    )
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
