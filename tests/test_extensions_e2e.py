@@ -26,7 +26,7 @@ async def stack(serve: Any) -> Any:
 async def parked(stack: Any, count: int) -> None:
     """Wait (bounded) until ``count`` waiters are parked in the memory store."""
     async with asyncio.timeout(10):
-        while len(stack.middleware.store._waiters) < count:
+        while len(stack.middleware.store._waiters) < count:  # noqa: ASYNC110 - no event to await
             await asyncio.sleep(0.01)
 
 
