@@ -25,8 +25,12 @@ async def chat(request: Request) -> Response:
     token = (await request.json())["messages"][0]["content"]
     (GATES / f"started-{token}").write_text(str(os.getpid()))
     # The gate is a file because the test is another process; an asyncio.Event cannot cross that.
-    while not (GATES / f"release-{token}").exists():  # noqa: ASYNC110
-        await asyncio.sleep(0.02)
+    try:
+        while not (GATES / f"release-{token}").exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    except asyncio.CancelledError:  # the job was cancelled (DELETE, on any process)
+        (GATES / f"cancelled-{token}").write_text(str(os.getpid()))
+        raise
     return JSONResponse({"token": token, "pid": os.getpid()})
 
 
