@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .openapi_extensions import extension_operations
 from .routes import RouteSpec, RouteTable
 
 UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
@@ -166,8 +167,10 @@ def openapi_document(
     paths: dict[str, Any] = {}
     for spec in routes:
         submit, poll = _operations(spec, extra)
-        paths[f"{routes.prefix}/{spec.path}"] = {"post": submit}
-        paths[f"{routes.prefix}/{spec.path}/{{job_id}}"] = {"get": poll}
+        listing, cancel, result = extension_operations(spec)
+        paths[f"{routes.prefix}/{spec.path}"] = {"post": submit, "get": listing}
+        paths[f"{routes.prefix}/{spec.path}/{{job_id}}"] = {"get": poll, "delete": cancel}
+        paths[f"{routes.prefix}/{spec.path}/{{job_id}}/result"] = {"get": result}
     return {
         "openapi": "3.1.0",
         "info": {

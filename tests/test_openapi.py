@@ -78,7 +78,8 @@ async def test_document_is_served_and_follows_the_route_table(serve: Any, http: 
     assert document == openapi_document(middleware.routes, middleware.pm.get_plugins())
     assert document["openapi"].startswith("3.1")
     paths = document["paths"]
-    assert len(paths) == 2 * 12  # eleven contract types and the extra one, submit and poll each
+    # eleven contract types and the extra one: submit/list, poll/cancel, and the raw result each
+    assert len(paths) == 3 * 12
     diarize = paths["/v1/async/audio/diarize"]["post"]
     assert diarize["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["model", "file"]
     assert "/api/transcribe" in paths["/v1/async/audio/transcriptions"]["post"]["summary"]
