@@ -1,0 +1,111 @@
+"""The job machinery without HTTP: ``python bench/inprocess.py [N] [--profile]``.
+
+Calls the ASGI apps directly in one process (no sockets, no uvicorn): N calls of the trivial
+endpoint on the bare app, then N jobs through the middleware (submit, run by the runner, one poll
+each), and prints microseconds per call and per job. The difference is what the job layer itself
+costs, apart from the extra HTTP requests a job needs. ``--profile`` prints cProfile's top
+functions for the jobs part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # after PYTHONPATH
+
+from bench.apps import bare, middleware_options
+from bench.harness import EMBED_BODY
+from bifrost_async import AsyncJobsMiddleware
+from bifrost_async.logs import configure_logging
+
+BODY = EMBED_BODY.encode()
+
+
+def scope(method: str, path: str) -> dict[str, Any]:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "headers": headers if method == "POST" else [],
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+    }
+
+
+async def call(app: Any, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    answer: dict[str, Any] = {"body": b""}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY if method == "POST" else b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
+        else:
+            answer["body"] += message.get("body", b"")
+
+    await app(scope(method, path), receive, send)
+    return answer["status"], answer["headers"], answer["body"]
+
+
+async def sync_calls(app: Any, n: int) -> float:
+    began = time.perf_counter()
+    for _ in range(n):
+        status, _, _ = await call(app, "POST", "/v1/embeddings")
+        assert status == 200
+    return (time.perf_counter() - began) / n
+
+
+async def jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> float:
+    began = time.perf_counter()
+    for start in range(0, n, batch):
+        answers = await asyncio.gather(
+            *(call(mw, "POST", "/v1/async/embeddings") for _ in range(min(batch, n - start)))
+        )
+        assert mw.runner is not None
+        while mw.runner.queued or mw.runner.running:  # noqa: ASYNC110 - the runner has no event to await
+            await asyncio.sleep(0)
+        for _, headers, _ in answers:
+            status, _, body = await call(mw, "GET", headers["location"])
+            assert status == 200 and json.loads(body)["status"] == "completed", body
+    return (time.perf_counter() - began) / n
+
+
+async def main(n: int, profile: bool) -> None:
+    configure_logging(level="warning", format="json")
+    app = bare()
+    mw = AsyncJobsMiddleware(app, **middleware_options())
+    await mw.startup()
+    await sync_calls(app, 200)  # warm up both paths
+    await jobs(mw, 200)
+    per_call = await sync_calls(app, n)
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    per_job = await jobs(mw, n)
+    if profiler:
+        profiler.disable()
+    await mw.shutdown()
+    print(f"sync call of the endpoint, in-process: {per_call * 1e6:.0f} µs")
+    print(f"job (submit + run + one poll), in-process: {per_job * 1e6:.0f} µs ({per_job / per_call:.1f}x)")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    asyncio.run(main(int(args[0]) if args else 5000, "--profile" in sys.argv))
