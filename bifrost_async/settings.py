@@ -97,6 +97,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_ttl", int, 7 * 24 * 3600, "largest result lifetime a client may ask for", _JOBS, "middleware",
            "S"),
     Option("shutdown_grace", float, 30.0, "seconds running jobs get at shutdown", _JOBS, "middleware", "S"),
+    Option("max_wait_seconds", float, 30.0, "longest long-poll (?wait=N, Prefer: wait=N); 0 turns it off",
+           _JOBS, "middleware", "S"),
     Option("prefix", str, "/v1/async", "where the async routes live", _JOBS, "middleware", "PATH"),
     Option("owner_secret", str, None, "HMAC key for job owner digests (prefer the env var)", _JOBS,
            "middleware", "SECRET"),
