@@ -16,7 +16,7 @@ from .extensions import JobExtensions
 from .http import send_json
 from .idempotency import IdempotentReplay
 from .jobs import Job
-from .prefer import preferences, wait_seconds
+from .prefer import preferences, preferred_wait, wait_seconds
 from .raw import rebuild_raw
 from .routes import RouteSpec, RouteTable
 from .service import JobService
@@ -105,7 +105,7 @@ class JobEndpoints:
             job = replay.job
             headers["Idempotent-Replayed"] = "true"
         if wait is not None:
-            job = await self.ext.wait(job, _preferred_wait(wait, self.config.max_wait_seconds), receive)
+            job = await self.ext.wait(job, preferred_wait(wait, self.config.max_wait_seconds), receive)
         headers["Location"] = self.routes.poll_url(spec, job.id, scope.get("root_path", ""))
         if respond_async:
             headers["Preference-Applied"] = "respond-async"
@@ -135,10 +135,3 @@ class JobEndpoints:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-
-def _preferred_wait(raw: str, cap: float) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        return 0.0
-    return min(value, cap) if value >= 0 else 0.0

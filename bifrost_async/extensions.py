@@ -19,11 +19,10 @@ from .errors import AsyncJobError, not_found
 from .jobs import Job, JobStatus
 from .plugins import notify
 from .prefer import query
-from .results import failure
+from .results import apply_outcome, failure
 from .routes import RouteSpec
-from .runner import apply_outcome
 from .service import JobService
-from .store import StoreUnavailable
+from .store import StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +72,7 @@ class JobExtensions:
             return job
         try:
             waited = await unless_disconnected(self.store.wait(job.id, seconds), receive)
-        except StoreUnavailable:
+        except StoreError:
             raise self.service.unavailable("the job store is unavailable; retry later") from None
         if waited is None:  # deleted or expired while we waited
             raise not_found()
@@ -104,7 +103,7 @@ class JobExtensions:
                     raise not_found()
                 job = current
             await self.store.delete(job.id)
-        except StoreUnavailable:
+        except StoreError:
             raise self.service.unavailable("the job store is unavailable; retry later") from None
         log.info("job.deleted", job_id=job.id)
         return None
@@ -128,7 +127,7 @@ class JobExtensions:
             )
         except ValueError:
             raise AsyncJobError(400, "invalid cursor", code="invalid_cursor", param="cursor") from None
-        except StoreUnavailable:
+        except StoreError:
             raise self.service.unavailable("the job store is unavailable; retry later") from None
         data = []
         for job in jobs:

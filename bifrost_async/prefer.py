@@ -6,9 +6,14 @@ import math
 from typing import Any
 from urllib.parse import parse_qs
 
+from .capture import Headers
 from .errors import AsyncJobError
 
-Headers = list[tuple[bytes, bytes]]
+#: Request headers that steer this service and mean nothing (or something else) to the
+#: synchronous endpoint: never replayed to it.
+_OURS = frozenset({b"idempotency-key", b"x-bf-async-job-result-ttl", b"x-bf-async-webhook"})
+#: ``Prefer`` tokens this service answers itself (a chained async layer would obey them).
+_OUR_PREFERENCES = frozenset({"respond-async", "wait"})
 
 
 def preferences(headers: Headers) -> dict[str, str]:
@@ -36,6 +41,33 @@ def query(scope: dict[str, Any]) -> dict[str, str]:
     return {key: values[0] for key, values in parsed.items()}
 
 
+def replay_headers(headers: Headers) -> Headers:
+    """``headers`` for the replay to the synchronous endpoint: without this service's own
+    headers, and ``Prefer`` without ``respond-async`` and ``wait`` (other preferences stay)."""
+    kept: Headers = []
+    for name, raw in headers:
+        if name in _OURS:
+            continue
+        if name == b"prefer":
+            items = [
+                item
+                for item in raw.decode("latin-1").split(",")
+                if item.split(";", 1)[0].partition("=")[0].strip().lower() not in _OUR_PREFERENCES
+                and item.strip()
+            ]
+            if not items:
+                continue
+            raw = ",".join(items).strip().encode("latin-1")
+        kept.append((name, raw))
+    return kept
+
+
+def preferred_wait(raw: str, cap: float) -> float:
+    """Seconds from a ``wait`` preference, capped at ``cap``; 0 when malformed (ignored)."""
+    value = _seconds(raw)
+    return min(value, cap) if value is not None else 0.0
+
+
 def _seconds(text: str) -> float | None:
     try:
         value = float(text)
@@ -60,5 +92,4 @@ def wait_seconds(scope: dict[str, Any], cap: float) -> float:
             )
         return min(value, cap)
     preferred = preferences(scope["headers"]).get("wait")
-    value = _seconds(preferred) if preferred is not None else None
-    return min(value, cap) if value is not None else 0.0
+    return preferred_wait(preferred, cap) if preferred is not None else 0.0

@@ -15,12 +15,15 @@ from typing import Any
 
 from python_multipart.multipart import parse_options_header
 
-from .results import CapturedResponse
+from .results import CapturedResponse, charset
+
+#: Above this size, JSON bodies are not re-encoded to find an identical encoding (each try
+#: costs as much as the parse): the body itself is kept instead.
+_PROBE_LIMIT = 1024 * 1024
 
 
 def _charset(content_type: str) -> str:
-    _, params = parse_options_header(content_type)
-    return params.get(b"charset", b"utf-8").decode("ascii", "replace") or "utf-8"
+    return charset(parse_options_header(content_type)[1])
 
 
 #: Ways to turn a ``result`` back into the body: the JSON encoders of common frameworks
@@ -41,6 +44,8 @@ def capture_raw(response: CapturedResponse, result: Any) -> dict[str, Any]:
     record: dict[str, Any] = {"status": response.status, "content_type": content_type}
     if 200 <= response.status < 300:
         for name, rebuild in _REBUILDERS.items():
+            if name.startswith("json") and len(response.body) > _PROBE_LIMIT:
+                continue
             try:
                 same = rebuild(result, content_type) == response.body
             except (TypeError, KeyError, ValueError, LookupError):

@@ -10,6 +10,7 @@ from typing import Any
 from python_multipart.multipart import parse_options_header
 
 from .errors import error_body
+from .jobs import Job, JobStatus
 
 _TEXT_TYPES = (b"text/",)
 _JSON_SUFFIX = b"+json"
@@ -57,7 +58,7 @@ def encode_result(response: CapturedResponse) -> Any:
     if json_like or not mime:
         try:
             return json.loads(response.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             pass
     if json_like or mime.startswith(_TEXT_TYPES):
         return {"text": _decode(response.body, params)}
@@ -90,7 +91,7 @@ def error_from_body(status: int, body: bytes, extra_fields: dict[str, Any]) -> d
     """Build the Bifrost error for a non-2xx answer from whatever shape its body has."""
     try:
         value = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         value = None
     if isinstance(value, dict):
         inner = value.get("error")
@@ -125,12 +126,38 @@ def failure(status: int, message: str, extra_fields: dict[str, Any], *, type: st
     )
 
 
-def _charset(params: dict[bytes, bytes]) -> str:
+def charset(params: dict[bytes, bytes]) -> str:
+    """The ``charset`` parameter of a parsed content type (UTF-8 when absent)."""
     return params.get(b"charset", b"utf-8").decode("ascii", "replace") or "utf-8"
 
 
 def _decode(body: bytes, params: dict[bytes, bytes]) -> str:
     try:
-        return body.decode(_charset(params), "replace")
+        return body.decode(charset(params), "replace")
     except LookupError:
         return body.decode("utf-8", "replace")
+
+
+def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:
+    """Set ``job`` to its terminal state: status, code, result or error, and its expiry."""
+    job.status = JobStatus.COMPLETED if outcome.ok else JobStatus.FAILED
+    job.status_code = outcome.status_code
+    job.result = outcome.result if outcome.ok else None
+    job.error = outcome.error
+    job.raw_response = outcome.raw
+    job.completed_at = now
+    job.expires_at = now + job.ttl
+    job.lease_expires_at = None
+
+
+#: The message of a job failed because its worker's lease ran out.
+WORKER_LOST_MESSAGE = "the worker running this job was lost before it finished (its lease ran out)"
+
+
+def worker_lost(job: Job, now: float) -> Job:
+    """A copy of ``job``, failed now (500, code ``worker_lost``) because the worker holding it
+    stopped renewing its lease; every place that fails orphans (poll, a store's sweep) uses it."""
+    failed = dataclasses.replace(job)
+    outcome = failure(500, WORKER_LOST_MESSAGE, job.extra_fields, type="server_error", code="worker_lost")
+    apply_outcome(failed, outcome, now)
+    return failed

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import cast
 
 import pluggy
 import structlog
@@ -25,12 +26,17 @@ from .config import AsyncJobsConfig
 from .jobs import Job, JobStatus
 from .plugins import notify
 from .provider import Provider, ProviderError
-from .results import Outcome, failure, outcome_from_response
+from .results import CapturedResponse, Outcome, apply_outcome, failure, outcome_from_response
 from .safelog import exception_fields
 from .store import JobStore, StoreError
 from .watch import JobEndedElsewhere, run_watched
 
 log = structlog.get_logger(__name__)
+
+#: Seconds a cancelled run may take to unwind before its worker moves on.
+_CANCEL_GRACE = 5.0
+#: Responses larger than this are turned into results in a thread, off the event loop.
+_OFF_LOOP_BYTES = 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -72,6 +78,8 @@ class JobRunner:
         self._running: dict[str, tuple[Job, asyncio.Task[object]]] = {}
         self._queued: dict[str, WorkItem] = {}
         self._lease_task: asyncio.Task[None] | None = None
+        #: Set when the shutdown grace is over: workers fail what they take instead of running it.
+        self._closing = False
 
     # -- submit side ---------------------------------------------------------------------------
 
@@ -127,6 +135,7 @@ class JobRunner:
             await asyncio.wait_for(self._queue.join(), self.config.shutdown_grace)
         except TimeoutError:
             log.warning("runner.grace_expired", queued=self._queue.qsize(), running=len(self._running))
+        self._closing = True  # before any await: no worker may start a job from here on
         while not self._queue.empty():
             item = self._queue.get_nowait()
             self._reserved -= 1
@@ -152,6 +161,14 @@ class JobRunner:
             item = await self._queue.get()
             self._reserved -= 1
             self._queued.pop(item.job.id, None)
+            if self._closing:
+                reason = "the server shut down before the job started"
+                await self._finish(
+                    item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING
+                )
+                item.request.close()
+                self._queue.task_done()
+                continue
             try:
                 with structlog.contextvars.bound_contextvars(
                     job_id=item.job.id, request_type=item.job.request_type
@@ -170,7 +187,7 @@ class JobRunner:
         job.started_at = now
         job.worker = self.worker_name
         job.lease_expires_at = now + self.config.lease_seconds
-        if not await self._store_update(job, expect=JobStatus.PENDING):
+        if not await self._store_update(job, expect=JobStatus.PENDING, attempts=3):
             log.warning("job.not_started", reason="the stored job is no longer pending")
             return
         queue_wait = time.monotonic() - item.enqueued_at
@@ -195,13 +212,16 @@ class JobRunner:
 
     async def _execute(self, item: WorkItem) -> Outcome | None:
         job = item.job
+        if self._closing:  # shutdown began while this job was being marked processing
+            return self._shutdown_failure(job, "the server shut down before the job finished")
         task: asyncio.Task[object] = asyncio.create_task(
             self.provider.execute(item.request, max_result_bytes=self.config.max_result_bytes)
         )
         self._running[job.id] = (job, task)
         try:
-            watched = run_watched(task, self.store, job.id, self.config.job_timeout + 1)
-            response = await asyncio.wait_for(watched, self.config.job_timeout)
+            async with asyncio.timeout(self.config.job_timeout):
+                ran = await run_watched(task, self.store, job.id, self.config.job_timeout + 1)
+            response = cast(CapturedResponse, ran)
         except JobEndedElsewhere:
             return None
         except TimeoutError:
@@ -218,9 +238,13 @@ class JobRunner:
             )
         except asyncio.CancelledError:
             current = asyncio.current_task()
+            failed = self._shutdown_failure(job, "the server shut down before the job finished")
             if current is not None and current.cancelling():
+                # the worker itself is being stopped (the run ignored cancellation for the whole
+                # shutdown): record the failure anyway, so the job is not left processing
+                await asyncio.shield(self._finish(job, failed, expect=JobStatus.PROCESSING))
                 raise
-            return self._shutdown_failure(job, "the server shut down before the job finished")
+            return failed
         except Exception as exc:
             log.error("job.crashed", **exception_fields(exc))
             return failure(
@@ -231,8 +255,14 @@ class JobRunner:
                 code="job_crashed",
             )
         finally:
+            if not task.done():  # a run that ignores cancellation keeps its slot a little longer,
+                task.cancel()  # so that real concurrency never exceeds the configured one
+                await asyncio.wait({task}, timeout=_CANCEL_GRACE)
             self._running.pop(job.id, None)
-        return outcome_from_response(response, job.extra_fields)  # type: ignore[arg-type]
+        if len(response.body) > _OFF_LOOP_BYTES:
+            # parsing and encoding a large body would stall every other request meanwhile
+            return await asyncio.to_thread(outcome_from_response, response, job.extra_fields)
+        return outcome_from_response(response, job.extra_fields)
 
     def _shutdown_failure(self, job: Job, reason: str) -> Outcome:
         return failure(500, reason, job.extra_fields, type="server_error", code="server_shutdown")
@@ -248,7 +278,10 @@ class JobRunner:
                 if job.status.terminal:
                     continue
                 job.lease_expires_at = self.clock() + self.config.lease_seconds
-                await self._store_update(job, expect=job.status)
+                try:
+                    await self._store_update(job, expect=job.status)
+                except Exception as exc:  # one odd store error must not end renewals for good
+                    log.error("job.lease_renewal_failed", job_id=job.id, **exception_fields(exc))
 
     async def _finish(
         self, job: Job, outcome: Outcome, *, expect: JobStatus, duration_ms: float | None = None
@@ -277,15 +310,3 @@ class JobRunner:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         return False
-
-
-def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:
-    """Set ``job`` to its terminal state: status, code, result or error, and its expiry."""
-    job.status = JobStatus.COMPLETED if outcome.ok else JobStatus.FAILED
-    job.status_code = outcome.status_code
-    job.result = outcome.result if outcome.ok else None
-    job.error = outcome.error
-    job.raw_response = outcome.raw
-    job.completed_at = now
-    job.expires_at = now + job.ttl
-    job.lease_expires_at = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import re
 from typing import Any
@@ -16,17 +15,19 @@ from .errors import AsyncJobError, model_extra_fields, not_found
 from .idempotency import claim_or_replay
 from .jobs import Job, JobStatus, is_job_id, new_job_id
 from .plugins import notify
-from .results import failure
+from .prefer import replay_headers
+from .results import worker_lost
 from .routes import RouteSpec
-from .runner import JobRunner, WorkItem, apply_outcome
-from .store import JobStore, StoreFull, StoreUnavailable
+from .runner import JobRunner, WorkItem
+from .store import JobStore, StoreError, StoreFull
 from .validation import validate_body
 
 log = structlog.get_logger(__name__)
 
 TTL_HEADER = b"x-bf-async-job-result-ttl"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
+#: An x-request-id is echoed when it is printable ASCII of sane length, else replaced.
+_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,512}")
 
 
 def parse_ttl(raw: bytes | None, default: int, maximum: int) -> int:
@@ -105,6 +106,7 @@ class JobService:
     async def _accept(self, spec: RouteSpec, scope: dict[str, Any], request: CapturedRequest) -> Job:
         model = validate_body(spec, request.headers, request.body)
         metadata = self.submit_metadata(request.headers, spec.request_type)
+        owner = self.owner(scope)  # before reserving: a raising owner hook must not leak a slot
         if not self.runner.reserve():
             if not self.runner.accepting:
                 raise self.unavailable("the server is shutting down and accepts no new jobs")
@@ -127,7 +129,7 @@ class JobService:
             ttl=parse_ttl(
                 header_value(request.headers, TTL_HEADER), self.config.default_ttl, self.config.max_ttl
             ),
-            owner=self.owner(scope),
+            owner=owner,
             extra_fields=model_extra_fields(model, spec.request_type),
             metadata=metadata,
             worker=self.runner.worker_name,
@@ -140,12 +142,13 @@ class JobService:
         except StoreFull as exc:
             self.runner.release()
             raise self.unavailable(str(exc)) from None
-        except StoreUnavailable:
+        except StoreError:
             self.runner.release()
             raise self.unavailable("the job store is unavailable; retry later") from None
         except BaseException:
             self.runner.release()
             raise
+        request.headers = replay_headers(request.headers)  # the endpoint gets none of our knobs
         self.runner.enqueue(WorkItem(job=job, request=request))
         log.info(
             "job.submitted",
@@ -174,7 +177,7 @@ class JobService:
         asker = self.owner(scope)  # computed for every poll, so all 404s cost about the same
         try:
             job = await self.store.get(job_id)
-        except StoreUnavailable:
+        except StoreError:
             raise self.unavailable("the job store is unavailable; retry later") from None
         now = self.config.clock()
         if job is None or job.expired(now) or job.request_type != spec.request_type:
@@ -197,20 +200,12 @@ class JobService:
         """Fail a job whose worker stopped renewing its lease; another poller may win the race,
         in which case the stored (terminal) job is returned."""
         expect = job.status
-        failed = dataclasses.replace(job)
-        outcome = failure(
-            500,
-            "the worker running this job was lost before it finished (its lease ran out)",
-            job.extra_fields,
-            type="server_error",
-            code="worker_lost",
-        )
-        apply_outcome(failed, outcome, self.config.clock())
+        failed = worker_lost(job, self.config.clock())
         try:
             if await self.store.update(failed, expect=(expect,)):
                 log.warning("job.orphan_failed", job_id=job.id, worker=job.worker)
                 notify(self.pm, "job_finished", job=failed)
                 return failed
             return await self.store.get(job.id) or failed
-        except StoreUnavailable:
+        except StoreError:
             raise self.unavailable("the job store is unavailable; retry later") from None

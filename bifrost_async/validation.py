@@ -55,7 +55,7 @@ def _asks_stream(spec: RouteSpec, value: Any) -> bool:
 def _parse_json(body: IO[bytes]) -> dict[str, Any]:
     try:
         value = json.loads(body.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _bad("malformed JSON in request body", code="invalid_json") from None
     if not isinstance(value, dict):
         raise _bad("request body must be a JSON object", code="invalid_json")
