@@ -40,7 +40,7 @@ class AsyncJobsConfig:
     #: Largest total size of request headers on an async route; larger gets 431.
     max_header_bytes: int = 32 * 1024
     #: Bodies up to this size stay in memory while spooled; larger ones go to a temporary file.
-    spool_memory_bytes: int = 1 * MB
+    spool_memory_bytes: int = 256 * 1024
     #: Directory for spool files (``None``: the system's temporary directory).
     spool_dir: str | None = None
     #: Jobs run at once.
