@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import socket
 import struct
@@ -12,12 +13,46 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE = 20.0
+#: The bundled speech clip (espeak-ng: "hello world. please transcribe this recording.").
+CLIP = ROOT / "examples" / "hello.wav"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` (the examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: The example synchronous upstream (PocketSphinx transcription when installed).
+UPSTREAM_EXAMPLE = load_example("upstream_service")
+
+
+def check_transcript(text: str) -> None:
+    """The example upstream's transcript of :data:`CLIP`: PocketSphinx is deterministic and gets
+    the start right; without it, the labelled placeholder."""
+    if UPSTREAM_EXAMPLE.ENGINE == "pocketsphinx":
+        assert text.startswith("hello world please transcribe"), text
+    else:
+        assert text.startswith("[placeholder transcript: pocketsphinx is not installed"), text
+
+
+@contextlib.asynccontextmanager
+async def example_proxy(aiohttp_server: Any) -> AsyncIterator[ProxyProcess]:
+    """The real CLI in front of the example upstream."""
+    upstream = await aiohttp_server(UPSTREAM_EXAMPLE.make_app())
+    async with run_proxy(f"http://127.0.0.1:{upstream.port}", "--read-timeout", "30") as running:
+        yield running
 
 
 def free_port() -> int:

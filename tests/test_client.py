@@ -5,12 +5,10 @@ against the middleware-wrapped test app."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import io
 import json
 import sys
 from collections.abc import AsyncIterator
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,35 +25,12 @@ from bifrost_async.client import (
 from bifrost_async.client_cli import Progress
 
 from .helpers import build_stack
-from .proxy_support import ROOT, ProxyProcess, run_proxy
-
-CLIP = ROOT / "examples" / "hello.wav"
-
-
-def _example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "upstream_service_for_client", ROOT / "examples" / "upstream_service.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EXAMPLE = _example()
-
-
-def check_transcript(text: str) -> None:
-    if EXAMPLE.ENGINE == "pocketsphinx":
-        assert text.startswith("hello world please transcribe")
-    else:
-        assert text.startswith("[placeholder transcript: pocketsphinx is not installed")
+from .proxy_support import CLIP, ProxyProcess, check_transcript, example_proxy
 
 
 @pytest.fixture
 async def proxy(aiohttp_server: Any) -> AsyncIterator[ProxyProcess]:
-    upstream = await aiohttp_server(EXAMPLE.make_app())
-    async with run_proxy(f"http://127.0.0.1:{upstream.port}", "--read-timeout", "30") as running:
+    async with example_proxy(aiohttp_server) as running:
         yield running
 
 

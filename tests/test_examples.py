@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -17,20 +13,9 @@ from bifrost_async.testing import StoreContract
 
 from .apps import make_app
 from .helpers import Recorder
+from .proxy_support import load_example
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-custom_store = load("custom_store_plugin")
+custom_store = load_example("custom_store_plugin")
 
 
 class TestDictStoreExample(StoreContract):

@@ -4,46 +4,19 @@ pass-through, and the async transcription flow the README shows."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator
-from types import ModuleType
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from .proxy_support import ROOT, ProxyProcess, run_proxy, wait_job
-
-CLIP = ROOT / "examples" / "hello.wav"
-
-
-def _example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "upstream_service", ROOT / "examples" / "upstream_service.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EXAMPLE = _example()
-
-
-def _check_transcript(text: str) -> None:
-    if EXAMPLE.ENGINE == "pocketsphinx":
-        # espeak-ng said "hello world. please transcribe this recording."; the decoder is
-        # deterministic and gets the start right.
-        assert text.startswith("hello world please transcribe")
-    else:
-        assert text.startswith("[placeholder transcript: pocketsphinx is not installed")
+from .proxy_support import CLIP, UPSTREAM_EXAMPLE, ProxyProcess, check_transcript, example_proxy, wait_job
 
 
 @pytest.fixture
 async def proxy(aiohttp_server: Any) -> AsyncIterator[ProxyProcess]:
-    upstream = await aiohttp_server(EXAMPLE.make_app())
-    async with run_proxy(f"http://127.0.0.1:{upstream.port}", "--read-timeout", "30") as running:
+    async with example_proxy(aiohttp_server) as running:
         yield running
 
 
@@ -56,7 +29,7 @@ async def client(proxy: ProxyProcess) -> AsyncIterator[openai.AsyncOpenAI]:
 async def test_openai_sync_transcription_through_the_proxy(client: openai.AsyncOpenAI) -> None:
     with CLIP.open("rb") as audio:
         transcript = await client.audio.transcriptions.create(model="whisper-1", file=audio)
-    _check_transcript(transcript.text)
+    check_transcript(transcript.text)
 
 
 async def test_openai_streaming_chat_through_the_proxy(client: openai.AsyncOpenAI) -> None:
@@ -85,5 +58,5 @@ async def test_async_transcription_of_the_example_clip(proxy: ProxyProcess) -> N
         assert submitted.status_code == 202
         done = (await wait_job(http, proxy.url + submitted.headers["location"], deadline=30)).json()
     assert done["status"] == "completed", done
-    _check_transcript(done["result"]["text"])
-    assert done["result"]["engine"] == EXAMPLE.ENGINE
+    check_transcript(done["result"]["text"])
+    assert done["result"]["engine"] == UPSTREAM_EXAMPLE.ENGINE
