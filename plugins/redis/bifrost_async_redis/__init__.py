@@ -31,6 +31,7 @@ def redis_store(context: StoreContext) -> RedisJobStore:
 
 @hookimpl
 def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+    """Register the store ``redis`` (the ``register_stores`` hook)."""
     register("redis", redis_store)
 
 

@@ -1,12 +1,14 @@
 """``list_jobs`` for the Redis store: a sorted set per (owner, request type), scored by
-``created_at``, read newest first in batches; entries whose job is gone are pruned on the way."""
+``created_at``, read newest first in batches; entries whose job is gone are pruned on the way.
+Public jobs (owner ``""``) have no index, so they are never listed."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING
 
-from bifrost_async.jobs import Job, JobStatus
+from bifrost_async.jobs import Job, JobStatus, is_job_id
 from bifrost_async.store import decode_cursor, encode_cursor, list_key
 
 if TYPE_CHECKING:
@@ -14,6 +16,16 @@ if TYPE_CHECKING:
 
 #: Index entries read per round trip (at least; more for large pages).
 _BATCH = 100
+
+
+def decode(cursor: str) -> tuple[float, str]:
+    """The ``(created_at, id)`` a cursor of ours resumes after, else :class:`ValueError` (the
+    core answers 400 ``invalid_cursor``). Stricter than the core's decoder: the score goes to
+    Redis as a range bound, where ``nan`` is an error reply, and no job has such a cursor."""
+    created, job_id = decode_cursor(cursor)
+    if not math.isfinite(created) or not is_job_id(job_id):
+        raise ValueError("invalid cursor")
+    return created, job_id
 
 
 async def list_jobs(
@@ -26,8 +38,11 @@ async def list_jobs(
     limit: int,
 ) -> tuple[list[Job], str | None]:
     """See :meth:`bifrost_async.store.JobStore.list_jobs`."""
-    after = decode_cursor(cursor) if cursor is not None else None
-    index = store.owner_key(owner, request_type)
+    after = decode(cursor) if cursor is not None else None
+    keys = store.owner_keys(owner, request_type)
+    if not keys:
+        return [], None
+    index = keys[0]
     top = repr(after[0]) if after is not None else "+inf"
     now = store.clock()
     batch = max(_BATCH, 2 * limit)
@@ -59,6 +74,7 @@ async def list_jobs(
             break
     if stale:
         with store.guard():
-            await store.redis.zrem(index, *stale)
+            for key in keys:  # the index and its twin, which must hold the same jobs
+                await store.redis.zrem(key, *stale)
     page = found[:limit]
     return page, encode_cursor(page[-1]) if len(found) > limit and page else None

@@ -61,6 +61,9 @@ class RedisStoreOptions:
         return built
 
     def validate(self) -> None:
+        """Raise :class:`ValueError` naming the first option out of range (a URL scheme other
+        than ``redis``/``rediss``/``unix``, an empty prefix, a non-positive size or timeout, a
+        negative count or interval), so a bad configuration stops startup."""
         scheme = urlsplit(self.url).scheme
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"redis store url must be redis://, rediss:// or unix://, not {scheme!r}")

@@ -7,17 +7,65 @@ sets index the jobs: ``<prefix>jobs`` scores every live job by its expiry (``+in
 finishes) and gives the bound, ``<prefix>leases`` scores unfinished jobs by their lease and feeds
 the sweep. Redis runs a script without interleaving another command, so a compare-and-set in it
 cannot race: of two workers finishing the same job, exactly one write lands.
+
+A credentialed job (owner not ``""``) is also in its owner's list index ``<prefix>owner:<digest>:
+<type>`` (scored by ``created_at``, the listing order) and in its twin ``<prefix>owner-expiry:
+<digest>:<type>`` (scored by expiry, ``+inf`` until the job finishes). Public jobs are in no list
+index: nobody can list them. Every index key carries the expiry of its latest-expiring member and
+none while one is unfinished (``fit``), so once every job has expired no key of ours is left
+(the ``leases`` set only holds unfinished jobs, hence is empty and gone by then). Members that
+expired are trimmed (``trim``) whenever a script touches their index.
 """
 
 from __future__ import annotations
 
-#: KEYS: job, jobs index, leases index, owner's list index, idempotency claim.
+#: Lua shared by the writing scripts (prepended to each).
+#: ``fit(key)``: a sorted set scored by expiry expires with its latest member (never while one is
+#: ``+inf``, i.e. unfinished). ``trim(index, expiry, now)``: drop up to 100 members that expired
+#: by ``now`` from a list index and its twin. ``owned(now)``: trim and fit the list index
+#: ``KEYS[5]`` and its twin ``KEYS[6]`` when given (credentialed jobs); an index that holds entries
+#: its twin lacks (written before the twin existed) keeps no expiry, so it never drops a live job.
+_HELPERS = """
+local function fit(key)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #top == 0 then return nil end
+  local score = tonumber(top[2])
+  if top[2] == 'inf' or top[2] == '+inf' or score == nil or score == math.huge then
+    redis.call('PERSIST', key)
+    return nil
+  end
+  local at = string.format('%.0f', math.ceil(score * 1000))
+  redis.call('PEXPIREAT', key, at)
+  return at
+end
+local function trim(index, expiry, now)
+  local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 100)
+  if #gone > 0 then
+    redis.call('ZREM', index, unpack(gone))
+    redis.call('ZREM', expiry, unpack(gone))
+  end
+end
+local function owned(now)  -- now: the caller's ARGV string (a Lua number loses digits)
+  if #KEYS < 6 then return end
+  trim(KEYS[5], KEYS[6], now)
+  local at = fit(KEYS[6])
+  if at and redis.call('ZCARD', KEYS[5]) <= redis.call('ZCARD', KEYS[6]) then
+    redis.call('PEXPIREAT', KEYS[5], at)
+  else
+    redis.call('PERSIST', KEYS[5])
+  end
+end
+"""
+
+#: KEYS: job, jobs index, leases index, idempotency claim[, owner's list index, its expiry twin].
 #: ARGV: id, record, status, now, max_jobs (0: no bound), lease score or "", expires_at or "",
 #: expiry in epoch milliseconds or "", created_at.
 #: The claim (if it is this job's) stops lapsing: it now lives exactly as long as the job.
 #: Returns 1 when stored (or when this very record is stored already, so a create retried after
 #: a lost reply succeeds), 0 when another job holds the id, -1 when the bound is reached.
-CREATE = """
+CREATE = (
+    _HELPERS
+    + """
 local job, jobs, leases = KEYS[1], KEYS[2], KEYS[3]
 local id, record, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local existing = redis.call('HGET', job, 'record')
@@ -36,24 +84,33 @@ if ARGV[7] ~= '' then
 else
   redis.call('ZADD', jobs, '+inf', id)
 end
+fit(jobs)
 if ARGV[6] ~= '' then redis.call('ZADD', leases, ARGV[6], id) end
-redis.call('ZADD', KEYS[4], ARGV[9], id)
-local claim = redis.call('GET', KEYS[5])
+if #KEYS >= 6 then
+  redis.call('ZADD', KEYS[5], ARGV[9], id)
+  redis.call('ZADD', KEYS[6], ARGV[7] ~= '' and ARGV[7] or '+inf', id)
+  owned(now)
+end
+local claim = redis.call('GET', KEYS[4])
 if claim and string.sub(claim, 1, #id + 1) == id .. '|' then
-  if ARGV[7] ~= '' then redis.call('PEXPIREAT', KEYS[5], ARGV[8]) else redis.call('PERSIST', KEYS[5]) end
+  if ARGV[7] ~= '' then redis.call('PEXPIREAT', KEYS[4], ARGV[8]) else redis.call('PERSIST', KEYS[4]) end
 end
 return 1
 """
+)
 
-#: KEYS: job, jobs index, leases index, idempotency claim.
+#: KEYS: job, jobs index, leases index, idempotency claim[, owner's list index, its expiry twin].
 #: ARGV: id, record, status, now, lease score or "", expires_at or "", expiry in epoch
 #: milliseconds or "", the notification channel, then the statuses the stored job may be in
 #: (already narrowed by the caller to those from which the move is forward, so the transition
 #: rules live in one place: ``bifrost_async.jobs.may_move``).
 #: Returns 1 when written, 0 when the job is missing, expired or in another status. A write of a
 #: terminal status publishes the id on the channel (waiters and runners everywhere wake) and
-#: gives the job's claim the job's expiry.
-UPDATE = """
+#: gives the job's claim the job's expiry; a write that sets the expiry also trims the indexes of
+#: expired jobs and refits their key expiry.
+UPDATE = (
+    _HELPERS
+    + """
 local job, jobs, leases = KEYS[1], KEYS[2], KEYS[3]
 local id, record, status, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local current = redis.call('HMGET', job, 'status', 'expires_at')
@@ -69,6 +126,12 @@ if ARGV[6] ~= '' then
   redis.call('HSET', job, 'expires_at', ARGV[6])
   redis.call('PEXPIREAT', job, ARGV[7])
   redis.call('ZADD', jobs, ARGV[6], id)
+  redis.call('ZREMRANGEBYSCORE', jobs, '-inf', ARGV[4])
+  fit(jobs)
+  if #KEYS >= 6 then
+    redis.call('ZADD', KEYS[6], 'XX', ARGV[6], id)
+    owned(ARGV[4])
+  end
   local claim = redis.call('GET', KEYS[4])
   if claim and string.sub(claim, 1, #id + 1) == id .. '|' then redis.call('PEXPIREAT', KEYS[4], ARGV[7]) end
 end
@@ -80,25 +143,34 @@ end
 if status == 'completed' or status == 'failed' then redis.call('PUBLISH', ARGV[8], id) end
 return 1
 """
+)
 
-#: KEYS: job, jobs index, leases index, owner's list index, idempotency claim.
+#: KEYS: job, jobs index, leases index, idempotency claim[, owner's list index, its expiry twin].
 #: ARGV: id, now, the notification channel.
 #: Removes the job from everywhere, with its claim, and publishes its id (its waiters wake and
 #: find it gone). Returns 1 when a live job was removed, 0 when it was missing or expired.
-DELETE = """
+DELETE = (
+    _HELPERS
+    + """
 local job, id, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local current = redis.call('HMGET', job, 'status', 'expires_at')
 if not current[1] then return 0 end
 redis.call('DEL', job)
 redis.call('ZREM', KEYS[2], id)
+fit(KEYS[2])
 redis.call('ZREM', KEYS[3], id)
-redis.call('ZREM', KEYS[4], id)
-local claim = redis.call('GET', KEYS[5])
-if claim and string.sub(claim, 1, #id + 1) == id .. '|' then redis.call('DEL', KEYS[5]) end
+if #KEYS >= 6 then
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZREM', KEYS[6], id)
+  owned(ARGV[2])
+end
+local claim = redis.call('GET', KEYS[4])
+if claim and string.sub(claim, 1, #id + 1) == id .. '|' then redis.call('DEL', KEYS[4]) end
 redis.call('PUBLISH', ARGV[3], id)
 if current[2] and tonumber(current[2]) <= now then return 0 end
 return 1
 """
+)
 
 #: KEYS: idempotency claim.
 #: ARGV: "<job id>|<fingerprint>|<lapses at>" to store, lapse in milliseconds (the key's own

@@ -10,15 +10,13 @@ job answers 404 at once whatever the two clocks say.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-import redis.exceptions as rexc
 import structlog
 from bifrost_async.jobs import Job, JobStatus, may_move
 from bifrost_async.store import StoreFull, StoreUnavailable
@@ -28,22 +26,11 @@ from redis.backoff import ExponentialBackoff
 
 from . import scripts
 from .events import listen
+from .guard import guard
 from .listing import list_jobs
 from .options import RedisStoreOptions
 
 log = structlog.get_logger(__name__)
-
-#: Redis answers that mean "not now" rather than "wrong request": each becomes a 503 with
-#: Retry-After instead of a 500. ConnectionError covers refused connections, busy loading (a
-#: restarting server reading its data), authentication and an exhausted pool.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    rexc.ConnectionError,
-    rexc.TimeoutError,
-    rexc.ReadOnlyError,
-    rexc.TryAgainError,
-    rexc.ClusterDownError,
-    OSError,
-)
 
 
 class RedisJobStore:
@@ -70,15 +57,21 @@ class RedisJobStore:
 
     # -- keys ----------------------------------------------------------------------------------
 
+    #: Redis failures as the core's store errors (``with store.guard(): ...``).
+    guard = staticmethod(guard)
+
     def job_key(self, job_id: str) -> str:
+        """The hash that holds one job."""
         return f"{self.options.prefix}job:{job_id}"
 
     @property
     def jobs_key(self) -> str:
+        """The sorted set of live jobs by expiry (``+inf`` while unfinished): the bound."""
         return f"{self.options.prefix}jobs"
 
     @property
     def leases_key(self) -> str:
+        """The sorted set of unfinished jobs by lease expiry, which the sweep reads."""
         return f"{self.options.prefix}leases"
 
     @property
@@ -86,18 +79,24 @@ class RedisJobStore:
         """The pub/sub channel every terminal update and delete publishes the job id on."""
         return f"{self.options.prefix}ended"
 
-    def owner_key(self, owner: str, request_type: str) -> str:
-        """The list index of one owner's jobs of one type (the owner string is hashed: it may be
-        any plugin's choice of string)."""
+    def owner_keys(self, owner: str, request_type: str) -> list[str]:
+        """The list index of one owner's jobs of one type (by ``created_at``) and its twin (by
+        expiry); none for public jobs (owner ``""``), which nobody can list. The owner string is
+        hashed: it may be any plugin's choice of string."""
+        if not owner:
+            return []
         digest = hashlib.sha256(owner.encode()).hexdigest()[:40]
-        return f"{self.options.prefix}owner:{digest}:{request_type}"
+        prefix = self.options.prefix
+        return [f"{prefix}owner:{digest}:{request_type}", f"{prefix}owner-expiry:{digest}:{request_type}"]
 
     def claim_key(self, claim: str | None) -> str:
         """The idempotency claim's key (a key that is never set when there is no claim)."""
         return f"{self.options.prefix}idem:{claim or '-'}"
 
-    def _keys(self, job_id: str) -> list[str]:
-        return [self.job_key(job_id), self.jobs_key, self.leases_key]
+    def _keys(self, job: Job) -> list[str]:
+        """The scripts' keys: job, jobs, leases, claim[, owner index, its twin]."""
+        common = [self.job_key(job.id), self.jobs_key, self.leases_key, self.claim_key(job.idempotency_claim)]
+        return common + self.owner_keys(job.owner, job.request_type)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -142,6 +141,7 @@ class RedisJobStore:
             self._sweeper = asyncio.create_task(sweep_forever(self), name="bifrost-async-redis-sweep")
 
     async def close(self) -> None:
+        """Stop the sweep and the subscription, wake every waiter, close the pool."""
         for task in (self._sweeper, self._listener):
             if task is not None:
                 task.cancel()
@@ -155,17 +155,17 @@ class RedisJobStore:
     # -- the contract --------------------------------------------------------------------------
 
     async def create(self, job: Job) -> None:
+        """See :meth:`bifrost_async.store.JobStore.create`; ``StoreFull`` at ``max_jobs``."""
         with self.guard():
-            keys = [*self._keys(job.id), self.owner_key(job.owner, job.request_type)]
-            keys.append(self.claim_key(job.idempotency_claim))
             args = [*self._args(job, self.max_jobs), repr(job.created_at)]
-            stored = await self._create(keys=keys, args=args)
+            stored = await self._create(keys=self._keys(job), args=args)
         if stored == -1:
             raise StoreFull(f"the job store holds its maximum of {self.max_jobs} live jobs")
         if stored != 1:
             raise ValueError(f"job {job.id} exists already")
 
     async def get(self, job_id: str) -> Job | None:
+        """See :meth:`bifrost_async.store.JobStore.get`."""
         with self.guard():
             # redis-py types hget for its sync and async clients at once; this is the async one
             raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
@@ -176,35 +176,40 @@ class RedisJobStore:
         return None if job.expired(self.clock()) else job
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
+        """See :meth:`bifrost_async.store.JobStore.update`."""
         # The forward-only rule stays in Python (may_move); the script only compares statuses.
         allowed = [status.value for status in expect if may_move(status, job.status)]
         if not allowed:
             return False
         with self.guard():
-            keys = [*self._keys(job.id), self.claim_key(job.idempotency_claim)]
-            written = await self._update(keys=keys, args=[*self._args(job), self.channel, *allowed])
+            written = await self._update(
+                keys=self._keys(job), args=[*self._args(job), self.channel, *allowed]
+            )
         return bool(written == 1)
 
     # -- extensions ----------------------------------------------------------------------------
 
     async def wait(self, job_id: str, timeout: float) -> Job | None:  # noqa: ASYNC109 - returns at the timeout
+        """See :meth:`bifrost_async.store.JobStore.wait` (woken through ``events.listen``)."""
         return await wait_for_job(self.waiters, self.get, job_id, timeout)
 
     async def delete(self, job_id: str) -> bool:
+        """See :meth:`bifrost_async.store.JobStore.delete`."""
         with self.guard():
             raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
         if raw is None:
             return False
         job = Job.from_record(json.loads(raw))
-        keys = [*self._keys(job_id), self.owner_key(job.owner, job.request_type)]
-        keys.append(self.claim_key(job.idempotency_claim))
         with self.guard():
-            removed = await self._delete(keys=keys, args=[job_id, repr(self.clock()), self.channel])
+            removed = await self._delete(
+                keys=self._keys(job), args=[job_id, repr(self.clock()), self.channel]
+            )
         return bool(removed == 1)
 
     async def claim_idempotency_key(
         self, claim: str, fingerprint: str, job_id: str, ttl: float
     ) -> tuple[str | None, bool]:
+        """See :meth:`bifrost_async.store.JobStore.claim_idempotency_key`."""
         now = self.clock()
         value = f"{job_id}|{fingerprint}|{now + ttl!r}"
         # The key's own Redis expiry only bounds memory if the job is never created; liveness is
@@ -227,6 +232,7 @@ class RedisJobStore:
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Job], str | None]:
+        """See :meth:`bifrost_async.store.JobStore.list_jobs` (and ``listing.py``)."""
         return await list_jobs(self, owner, request_type, status=status, cursor=cursor, limit=limit)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -239,14 +245,3 @@ class RedisJobStore:
         # PEXPIREAT wants whole milliseconds; rounding up never forgets a job early.
         pxat: str | int = "" if job.expires_at is None else max(1, math.ceil(job.expires_at * 1000))
         return [job.id, record, job.status.value, repr(self.clock()), *bound, lease, expires, pxat]
-
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        """Turn Redis being unreachable, slow or out of memory into the core's store errors."""
-        try:
-            yield
-        except rexc.OutOfMemoryError:
-            raise StoreFull("the Redis job store is out of memory (maxmemory reached)") from None
-        except _UNAVAILABLE as exc:
-            log.warning("redis_store.unavailable", error_type=type(exc).__name__)
-            raise StoreUnavailable(f"redis is unavailable ({type(exc).__name__})") from None

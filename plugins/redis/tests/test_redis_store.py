@@ -11,11 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 from bifrost_async.jobs import JobStatus
 from bifrost_async.plugins import make_plugin_manager, store_registry
+from bifrost_async.results import WORKER_LOST_MESSAGE
 from bifrost_async.store import StoreContext, StoreFactory
 from bifrost_async.testing import FakeClock, StoreContract, finished, make_job, processing
 
 from bifrost_async_redis import RedisJobStore, RedisStoreOptions, redis_store
-from bifrost_async_redis.sweep import WORKER_LOST, sweep_once
+from bifrost_async_redis.sweep import sweep_once
 
 
 class TestRedisStore(StoreContract):
@@ -110,7 +111,7 @@ async def test_sweep_fails_orphans_nobody_polls(store: RedisJobStore) -> None:
     assert await sweep_once(store) == [orphan.id]
     failed = await store.get(orphan.id)
     assert failed is not None and failed.status is JobStatus.FAILED and failed.status_code == 500
-    assert failed.error is not None and failed.error["error"]["message"] == WORKER_LOST
+    assert failed.error is not None and failed.error["error"]["message"] == WORKER_LOST_MESSAGE
     assert failed.error["error"]["code"] == "worker_lost"
     assert (await store.get(alive.id)) == renewed
     assert await sweep_once(store) == []  # once failed, never again
