@@ -63,7 +63,10 @@ async def wait_for_job(
             if job is None or job.status.terminal or remaining <= 0:
                 return job
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for wraps event.wait() in a task of
+                # its own, and every job's cancellation watch and every long-poll waits here
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except TimeoutError:
                 return await get(job_id)
         finally:
