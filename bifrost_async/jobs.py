@@ -125,6 +125,13 @@ class Job:
         record["status"] = self.status.value
         return record
 
+    def copy(self) -> Job:
+        """A shallow copy, as ``dataclasses.replace(job)`` makes it but ~10x faster (no
+        ``__init__`` call with every field): the runner copies on each of its store writes."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Job:
         """Rebuild a job from :meth:`to_record` output (unknown keys are ignored)."""

@@ -304,7 +304,7 @@ class JobRunner:
         brief blip does not lose a finished job's outcome."""
         for attempt in range(attempts):
             try:
-                return await self.store.update(dataclasses.replace(job), expect=(expect,))
+                return await self.store.update(job.copy(), expect=(expect,))
             except StoreError as exc:
                 log.warning("job.store_error", error=str(exc), attempt=attempt + 1)
                 if attempt + 1 < attempts:
