@@ -94,7 +94,10 @@ def configure_logging(level: str = "info", format: LogFormat = "auto") -> None:
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # Events below ``level`` are dropped by a no-op method before any event dict is built
+        # (the stdlib BoundLogger ran the processor chain to filter_by_level for each of them:
+        # several per job at the default "warning").
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
