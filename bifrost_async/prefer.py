@@ -37,7 +37,10 @@ def preferences(headers: Headers) -> dict[str, str]:
 
 def query(scope: dict[str, Any]) -> dict[str, str]:
     """The query parameters (the first value of each)."""
-    parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    raw = scope.get("query_string", b"")
+    if not raw:  # every plain poll: parse_qs would answer {} the long way
+        return {}
+    parsed = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
     return {key: values[0] for key, values in parsed.items()}
 
 
