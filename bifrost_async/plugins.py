@@ -110,6 +110,8 @@ async def call_lifecycle(pm: pluggy.PluginManager, hook_name: str, *, isolate: b
 def notify(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:
     """Call an observer hook; a failing observer is logged, never allowed to break a job."""
     try:
-        getattr(pm.hook, hook_name)(**kwargs)
+        hook = getattr(pm.hook, hook_name)
+        if hook.get_hookimpls():  # nothing observes it (the default): skip pluggy's call
+            hook(**kwargs)
     except Exception as exc:
         log.error("plugin.hook_failed", hook=hook_name, **exception_fields(exc))
