@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from collections.abc import Callable, Collection, Mapping
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from .jobs import Job, JobStatus
+from .jobs import Job, JobStatus, is_job_id
 
 
 class StoreError(Exception):
@@ -142,6 +143,35 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         created, sep, job_id = raw.partition("|")
         if not sep or not job_id:
             raise ValueError("invalid cursor")
-        return float(created), job_id
+        value = float(created)
+        if not math.isfinite(value) or not is_job_id(job_id):
+            raise ValueError("invalid cursor")
+        return value, job_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("invalid cursor") from None
+
+
+def page_of(
+    jobs: Iterable[Job],
+    owner: str,
+    request_type: str,
+    *,
+    status: JobStatus | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Job], str | None]:
+    """One page of :meth:`JobStore.list_jobs` from live ``jobs`` held in memory: the filtering,
+    order and cursor rules in one place for stores that keep jobs in the process. The page holds
+    the given objects; copy them before handing them out."""
+    after = decode_cursor(cursor) if cursor is not None else None
+    matching = [
+        job
+        for job in jobs
+        if job.owner == owner
+        and job.request_type == request_type
+        and (status is None or job.status is status)
+        and (after is None or list_key(job) < after)
+    ]
+    matching.sort(key=list_key, reverse=True)
+    page = matching[:limit]
+    return page, encode_cursor(page[-1]) if len(matching) > limit and page else None

@@ -17,6 +17,7 @@ The tests are marked for pytest-asyncio, so they run in its strict and auto mode
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -365,3 +366,14 @@ class StoreContract:
         await store.update(finished(running, clock, result=1), expect=(JobStatus.PROCESSING,))
         clock.advance(6)
         assert await store.list_jobs("me", "transcription") == ([kept], None)
+
+    @pytest.mark.asyncio
+    async def test_list_jobs_refuses_crafted_cursors(self, store: JobStore, clock: FakeClock) -> None:
+        await store.create(make_job(clock))
+        crafted = [f"nan|{new_job_id()}", f"inf|{new_job_id()}", "1.5|not-a-job-id", "no separator"]
+        for raw in crafted:
+            cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+            with pytest.raises(ValueError):
+                await store.list_jobs("digest-of-someone", "transcription", cursor=cursor)
+        with pytest.raises(ValueError):
+            await store.list_jobs("digest-of-someone", "transcription", cursor="!!!")

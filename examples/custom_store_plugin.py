@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection
 
 from bifrost_async import Job, JobStatus, StoreContext, StoreFull, hookimpl
 from bifrost_async.jobs import may_move
-from bifrost_async.store import StoreFactory, decode_cursor, encode_cursor, list_key
+from bifrost_async.store import StoreFactory, page_of
 from bifrost_async.waiters import Waiters, wait_for_job
 
 
@@ -114,18 +114,9 @@ class DictStore:
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Job], str | None]:
-        after = decode_cursor(cursor) if cursor is not None else None
-        found = [
-            job
-            for job_id in list(self.jobs)
-            if (job := self._live(job_id)) is not None
-            and (job.owner, job.request_type) == (owner, request_type)
-            and (status is None or job.status is status)
-            and (after is None or list_key(job) < after)
-        ]
-        found.sort(key=list_key, reverse=True)
-        page = [Job.from_record(job.to_record()) for job in found[:limit]]
-        return page, encode_cursor(page[-1]) if len(found) > limit and page else None
+        live = [job for job_id in list(self.jobs) if (job := self._live(job_id)) is not None]
+        page, next_cursor = page_of(live, owner, request_type, status=status, cursor=cursor, limit=limit)
+        return [Job.from_record(job.to_record()) for job in page], next_cursor
 
 
 def dict_store(context: StoreContext) -> DictStore:

@@ -20,9 +20,7 @@ from bifrost_async.store import (
     StoreContext,
     StoreFactory,
     StoreFull,
-    decode_cursor,
-    encode_cursor,
-    list_key,
+    page_of,
 )
 from bifrost_async.waiters import Waiters, wait_for_job
 
@@ -122,22 +120,11 @@ class MemoryStore:
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Job], str | None]:
-        after = decode_cursor(cursor) if cursor is not None else None
         now = self._clock()
         self._jobs.expire()
-        matching = [
-            job
-            for job in list(self._jobs.values())
-            if job.owner == owner
-            and job.request_type == request_type
-            and (status is None or job.status is status)
-            and not job.expired(now)
-            and (after is None or list_key(job) < after)
-        ]
-        matching.sort(key=list_key, reverse=True)
-        page = [_copy(job) for job in matching[:limit]]
-        more = len(matching) > limit
-        return page, encode_cursor(page[-1]) if more and page else None
+        live = [job for job in list(self._jobs.values()) if not job.expired(now)]
+        page, next_cursor = page_of(live, owner, request_type, status=status, cursor=cursor, limit=limit)
+        return [_copy(job) for job in page], next_cursor
 
     # -- helpers -------------------------------------------------------------------------------
 
