@@ -137,13 +137,7 @@ class JobRunner:
             log.warning("runner.grace_expired", queued=self._queue.qsize(), running=len(self._running))
         self._closing = True  # before any await: no worker may start a job from here on
         while not self._queue.empty():
-            item = self._queue.get_nowait()
-            self._reserved -= 1
-            self._queued.pop(item.job.id, None)
-            reason = "the server shut down before the job started"
-            await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
-            item.request.close()
-            self._queue.task_done()
+            await self._fail_unstarted(self._take(self._queue.get_nowait()))
         for _, task in list(self._running.values()):
             task.cancel()
         with contextlib.suppress(TimeoutError):
@@ -158,16 +152,9 @@ class JobRunner:
 
     async def _work(self) -> None:
         while True:
-            item = await self._queue.get()
-            self._reserved -= 1
-            self._queued.pop(item.job.id, None)
+            item = self._take(await self._queue.get())
             if self._closing:
-                reason = "the server shut down before the job started"
-                await self._finish(
-                    item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING
-                )
-                item.request.close()
-                self._queue.task_done()
+                await self._fail_unstarted(item)
                 continue
             try:
                 with structlog.contextvars.bound_contextvars(
@@ -179,6 +166,19 @@ class JobRunner:
             finally:
                 item.request.close()
                 self._queue.task_done()
+
+    def _take(self, item: WorkItem) -> WorkItem:
+        """Account for an item leaving the queue (its slot and its queued entry)."""
+        self._reserved -= 1
+        self._queued.pop(item.job.id, None)
+        return item
+
+    async def _fail_unstarted(self, item: WorkItem) -> None:
+        """Fail a queued job that shutdown will not let start, and drop its spool."""
+        reason = "the server shut down before the job started"
+        await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
+        item.request.close()
+        self._queue.task_done()
 
     async def _run(self, item: WorkItem) -> None:
         job = item.job
