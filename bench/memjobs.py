@@ -30,8 +30,7 @@ from bifrost_async.default_plugins.memory import memory_store
 from bifrost_async.errors import model_extra_fields
 from bifrost_async.jobs import Job, JobStatus, new_job_id
 from bifrost_async.logs import configure_logging
-from bifrost_async.results import CapturedResponse, outcome_from_response
-from bifrost_async.results import apply_outcome
+from bifrost_async.results import CapturedResponse, apply_outcome, outcome_from_response
 from bifrost_async.store import StoreContext
 
 MODEL = "openai/gpt-4o-mini"

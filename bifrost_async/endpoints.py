@@ -134,4 +134,3 @@ class JobEndpoints:
             headers.insert(0, (b"content-type", content_type.encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
