@@ -158,7 +158,8 @@ async def test_random_ttl_headers(fuzzed: Fuzzed, ttl: str) -> None:
 
 
 @FUZZ
-@given(job_id=st.text(min_size=1, max_size=80))
+# "." and ".." are dot-segments: HTTP clients resolve them away before sending, onto other routes
+@given(job_id=st.text(min_size=1, max_size=80).filter(lambda s: s not in (".", "..")))
 async def test_odd_job_ids_are_404(fuzzed: Fuzzed, job_id: str) -> None:
     quoted = urllib.parse.quote(job_id, safe="")
     response = await fuzzed.client.get(f"/v1/async/audio/transcriptions/{quoted}")
