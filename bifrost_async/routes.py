@@ -122,9 +122,9 @@ class RouteTable:
         """Resolve an async path to ``(spec, job_id)``.
 
         A submit path gives ``(spec, None)``; a poll path ``(spec, "<id>")``; anything else under
-        the prefix ``(None, None)``.
+        the prefix ``(None, None)``, including empty segments (``.../transcriptions/``, ``//``).
         """
-        rest = path[len(self.prefix) :].strip("/")
+        rest = path[len(self.prefix) + 1 :]
         spec = self.by_path.get(rest)
         if spec is not None:
             return spec, None

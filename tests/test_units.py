@@ -184,3 +184,14 @@ def test_public_view_omits_absent_fields_and_owner() -> None:
         "created_at": "1970-01-01T00:00:00.000Z",
     }
     assert Job.from_record(job.to_record()) == job
+
+
+def test_route_table_refuses_empty_segments() -> None:
+    table = RouteTable()
+    for path in (
+        "/v1/async/chat/completions/",
+        "/v1/async/chat/completions//",
+        "/v1/async//chat/completions",
+        "/v1/async/audio/transcriptions///",
+    ):
+        assert table.match(path) == (None, None), path
