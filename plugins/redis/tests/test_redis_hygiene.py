@@ -38,13 +38,6 @@ async def store(redis_url: str) -> AsyncIterator[RedisJobStore]:
     await built.close()
 
 
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def keys_without_expiry(raw: aioredis.Redis) -> list[str]:
     """Every key that exists and never expires (PTTL -1)."""
     return sorted([key.decode() async for key in raw.scan_iter() if await raw.pttl(key) == -1])

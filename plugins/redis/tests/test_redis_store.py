@@ -44,13 +44,6 @@ async def store(redis_url: str) -> AsyncIterator[RedisJobStore]:
     await built.close()
 
 
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 def test_registered_through_the_entry_point() -> None:
     assert store_registry(make_plugin_manager()).get("redis") is redis_store
 
