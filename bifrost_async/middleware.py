@@ -191,6 +191,7 @@ class AsyncJobsMiddleware:
             await send(message)
 
         try:
+            self._check_header_size(scope)
             if respond_async is not None:
                 await self._respond_async(respond_async, scope, receive, tracked_send)
             else:
@@ -206,7 +207,8 @@ class AsyncJobsMiddleware:
                 body = error_body(500, "internal error in the async job service", type="server_error")
                 await send_json(tracked_send, 500, body)
 
-    async def _handle(self, path: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def _check_header_size(self, scope: dict[str, Any]) -> None:
+        """431 for oversized headers, on every request the middleware answers itself."""
         header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
         if header_bytes > self.config.max_header_bytes:
             raise AsyncJobError(
@@ -214,6 +216,15 @@ class AsyncJobsMiddleware:
                 f"request headers exceed the limit of {self.config.max_header_bytes} bytes",
                 code="headers_too_large",
             )
+
+    async def _endpoints(self) -> JobEndpoints:
+        """The job endpoints, starting the service first on servers that run no lifespan."""
+        if self.service is None:
+            await self.startup()
+        assert self.service is not None
+        return JobEndpoints(self.service, self.routes)
+
+    async def _handle(self, path: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
         spec, job_id = self.routes.match(path)
         if spec is None and path == f"{self.routes.prefix}/openapi.json" and scope["method"] == "GET":
             # built per request from the live route table and plugins: cheap, and never stale
@@ -236,14 +247,8 @@ class AsyncJobsMiddleware:
                 code="method_not_allowed",
                 headers={"Allow": allowed},
             )
-        if self.service is None:
-            await self.startup()  # servers that run no lifespan
-        assert self.service is not None
-        await JobEndpoints(self.service, self.routes).dispatch(spec, job_id, result, scope, receive, send)
+        await (await self._endpoints()).dispatch(spec, job_id, result, scope, receive, send)
 
     async def _respond_async(self, spec: RouteSpec, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``Prefer: respond-async`` on a synchronous route: submit it as a job (RFC 7240)."""
-        if self.service is None:
-            await self.startup()
-        assert self.service is not None
-        await JobEndpoints(self.service, self.routes).submit(spec, scope, receive, send, respond_async=True)
+        await (await self._endpoints()).submit(spec, scope, receive, send, respond_async=True)

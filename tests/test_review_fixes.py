@@ -205,3 +205,14 @@ async def test_large_json_result_is_encoded_off_the_loop(serve: Any, http: httpx
     assert done.json()["result"] == big
     raw = await http.get(f"{stack.url}/v1/async/embeddings/{submitted.json()['id']}/result")
     assert raw.content == payload
+
+
+async def test_huge_headers_are_431_on_respond_async_too(serve: Any, http: httpx.AsyncClient) -> None:
+    stack = await build_stack(serve, max_header_bytes=4096)
+    response = await http.post(
+        f"{stack.url}/v1/embeddings",
+        json={"model": "m", "input": "x"},
+        headers={"prefer": "respond-async", "x-big": "a" * 5000},
+    )
+    assert response.status_code == 431
+    assert len(stack.middleware.store) == 0  # type: ignore[arg-type]
