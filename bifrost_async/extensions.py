@@ -73,7 +73,7 @@ class JobExtensions:
         try:
             waited = await unless_disconnected(self.store.wait(job.id, seconds), receive)
         except StoreError:
-            raise self.service.unavailable("the job store is unavailable; retry later") from None
+            raise self.service.unavailable() from None
         if waited is None:  # deleted or expired while we waited
             raise not_found()
         return waited
@@ -104,7 +104,7 @@ class JobExtensions:
                 job = current
             await self.store.delete(job.id)
         except StoreError:
-            raise self.service.unavailable("the job store is unavailable; retry later") from None
+            raise self.service.unavailable() from None
         log.info("job.deleted", job_id=job.id)
         return None
 
@@ -128,7 +128,7 @@ class JobExtensions:
         except ValueError:
             raise AsyncJobError(400, "invalid cursor", code="invalid_cursor", param="cursor") from None
         except StoreError:
-            raise self.service.unavailable("the job store is unavailable; retry later") from None
+            raise self.service.unavailable() from None
         data = []
         for job in jobs:
             item = job.to_public()

@@ -62,7 +62,8 @@ class JobService:
         owner = self.pm.hook.job_owner(headers=scope["headers"], scope=scope, secret=self.config.owner_secret)
         return owner or ""
 
-    def unavailable(self, message: str) -> AsyncJobError:
+    def unavailable(self, message: str = "the job store is unavailable; retry later") -> AsyncJobError:
+        """A 503 with ``Retry-After`` (the store is down, full, or the server is shutting down)."""
         return AsyncJobError(
             503,
             message,
@@ -144,7 +145,7 @@ class JobService:
             raise self.unavailable(str(exc)) from None
         except StoreError:
             self.runner.release()
-            raise self.unavailable("the job store is unavailable; retry later") from None
+            raise self.unavailable() from None
         except BaseException:
             self.runner.release()
             raise
@@ -178,7 +179,7 @@ class JobService:
         try:
             job = await self.store.get(job_id)
         except StoreError:
-            raise self.unavailable("the job store is unavailable; retry later") from None
+            raise self.unavailable() from None
         now = self.config.clock()
         if job is None or job.expired(now) or job.request_type != spec.request_type:
             raise not_found()
@@ -208,4 +209,4 @@ class JobService:
                 return failed
             return await self.store.get(job.id) or failed
         except StoreError:
-            raise self.unavailable("the job store is unavailable; retry later") from None
+            raise self.unavailable() from None
