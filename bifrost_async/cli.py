@@ -85,6 +85,7 @@ def serve(values: Mapping[str, Any]) -> int:
         "connect_timeout": values["connect_timeout"],
         "read_timeout": values["read_timeout"],
         "connections": values["upstream_connections"],
+        "keepalive": values["upstream_keepalive"],
         "health_path": values["upstream_health_path"],
     }
     middleware = {o.name: values[o.name] for o in OPTIONS if o.target == "middleware" and o.name in values}
@@ -102,6 +103,9 @@ def serve(values: Mapping[str, Any]) -> int:
         # The upstream's own Server and Date headers pass through; ours would duplicate them.
         server_header=False,
         date_header=False,
+        # Longer than the idle timeout of the pools in front, so they, not we, close idle
+        # connections; otherwise a request sent as we close one fails with a reset.
+        timeout_keep_alive=values["keep_alive"],
         timeout_graceful_shutdown=int(values["shutdown_grace"]) + 5,
     )
     server = uvicorn.Server(config)

@@ -180,7 +180,11 @@ class AsyncJobsClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # Idle connections are dropped after 4 s, before a server on uvicorn's default 5 s
+            # keep-alive drops them: a submit (a POST, never retried) sent on a connection the
+            # server is closing would fail with a reset.
+            connector = aiohttp.TCPConnector(keepalive_timeout=4.0)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 
     async def submit(

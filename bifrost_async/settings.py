@@ -76,9 +76,13 @@ OPTIONS: tuple[Option, ...] = (
            "(none: no limit)", _UP, "upstream", "S"),
     Option("upstream_connections", int, 100, "connections open to the upstream at once", _UP, "upstream",
            "N"),
+    Option("upstream_keepalive", float, 4.0, "seconds an idle upstream connection is reused; keep it "
+           "below the upstream's own keep-alive timeout", _UP, "upstream", "S"),
     Option("upstream_health_path", str, "/", "path /healthz probes on the upstream", _UP, "upstream", "PATH"),
     Option("host", str, "127.0.0.1", "address to listen on", _SERVER, "server", "HOST"),
     Option("port", int, 8000, "port to listen on", _SERVER, "server", "PORT"),
+    Option("keep_alive", int, 75, "seconds an idle client connection stays open; keep it above the "
+           "idle timeout of the load balancer or client pool in front", _SERVER, "server", "S"),
     Option("store", str, "memory", "job store by name (plugins add more, e.g. redis)", _JOBS, "middleware",
            "NAME"),
     Option("store_option", str, None, "store option KEY=VALUE, repeatable (env: space-separated)",

@@ -44,6 +44,10 @@ class UpstreamOptions:
     read_timeout: float | None = 600.0
     #: Connections open to the upstream at once (the rest wait for one).
     connections: int = 100
+    #: Seconds an idle connection is kept for reuse. Keep it below the upstream's own idle
+    #: timeout (uvicorn's default is 5 s): whichever side closes an idle connection first must
+    #: be us, or a request sent as the upstream closes it fails with a reset.
+    keepalive: float = 4.0
     #: Path probed by ``/healthz``; any HTTP answer counts as "the upstream answers".
     health_path: str = "/"
     #: Seconds the health probe waits.
@@ -55,6 +59,8 @@ class UpstreamOptions:
             raise ValueError(f"upstream must be an http(s) URL with a host, got {self.url!r}")
         if self.connections <= 0:
             raise ValueError("connections must be positive")
+        if self.keepalive <= 0:
+            raise ValueError("keepalive must be positive")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> UpstreamOptions:
@@ -88,7 +94,11 @@ class Upstream:
             if self._session is None:
                 opts = self.options
                 self._session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=opts.connections, limit_per_host=opts.connections),
+                    connector=aiohttp.TCPConnector(
+                        limit=opts.connections,
+                        limit_per_host=opts.connections,
+                        keepalive_timeout=opts.keepalive,
+                    ),
                     timeout=aiohttp.ClientTimeout(
                         total=None, sock_connect=opts.connect_timeout, sock_read=opts.read_timeout
                     ),

@@ -22,7 +22,9 @@ class RunningServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        options = {"log_level": "warning", "lifespan": "on", **config}
+        # The server keeps idle connections longer than httpx's pools (5 s keepalive_expiry), so a
+        # client never reuses a connection at the moment the server closes it (a ReadError).
+        options = {"log_level": "warning", "lifespan": "on", "timeout_keep_alive": 30, **config}
         self.server = uvicorn.Server(uvicorn.Config(app, **options))
         self.task: asyncio.Task[None] | None = None
 

@@ -35,6 +35,8 @@ class ServerProcess:
         env["BIFROST_TEST_SWEEP"] = str(SWEEP)
         command = [sys.executable, "-m", "uvicorn", "redis_worker_app:app", "--app-dir", str(TESTS)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        # Longer than httpx's 5 s pool expiry, so a reused connection is never closed under a request.
+        command += ["--timeout-keep-alive", "30"]
         self.log = logs / f"{name}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
