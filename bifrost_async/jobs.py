@@ -94,6 +94,10 @@ class Job:
     #: (``bifrost_async.raw``): status, content type, and the body only where ``result`` cannot
     #: reproduce it byte for byte. Never shown in the job JSON.
     raw_response: dict[str, Any] | None = None
+    #: Bytes of the endpoint's answer the job keeps (its body, counted again where
+    #: ``raw_response`` holds a copy); 0 until the job ends. Stores may budget memory by it.
+    #: Never shown to clients.
+    result_bytes: int = 0
 
     def expired(self, now: float) -> bool:
         """True once the result's TTL has run out."""

@@ -43,6 +43,8 @@ class Outcome:
     #: How to rebuild the endpoint's own response (``bifrost_async.raw``); ``None`` when there
     #: was none (timeout, crash, cancel).
     raw: dict[str, Any] | None = None
+    #: Bytes of the answer kept: the body, plus the copy in ``raw`` when there is one.
+    size: int = 0
 
     @property
     def ok(self) -> bool:
@@ -79,12 +81,19 @@ def outcome_from_response(response: CapturedResponse, extra_fields: dict[str, An
 
     if 200 <= response.status < 300:
         result = encode_result(response)
-        return Outcome(status_code=response.status, result=result, raw=capture_raw(response, result))
+        raw = capture_raw(response, result)
+        return Outcome(status_code=response.status, result=result, raw=raw, size=_kept(response, raw))
+    raw = capture_raw(response, None)
     return Outcome(
         status_code=response.status,
         error=error_from_body(response.status, response.body, extra_fields),
-        raw=capture_raw(response, None),
+        raw=raw,
+        size=_kept(response, raw),
     )
+
+
+def _kept(response: CapturedResponse, raw: dict[str, Any]) -> int:
+    return len(response.body) + len(raw.get("body", ""))
 
 
 def error_from_body(status: int, body: bytes, extra_fields: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +154,7 @@ def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:
     job.result = outcome.result if outcome.ok else None
     job.error = outcome.error
     job.raw_response = outcome.raw
+    job.result_bytes = outcome.size
     job.completed_at = now
     job.expires_at = now + job.ttl
     job.lease_expires_at = None

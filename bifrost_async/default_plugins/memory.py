@@ -1,9 +1,12 @@
 """The ``memory`` store: jobs in a cachetools TLRU cache, for one process.
 
 Each job expires at its own ``expires_at`` (unfinished jobs never expire). The cache is bounded
-by ``max_jobs``; when it is full of live jobs a submit is refused (503) rather than evicting a
-job someone may still poll. Waiters are asyncio events set by terminal updates and deletes, so a
-long-poll wakes the moment its job ends.
+twice: by ``max_jobs`` and by bytes (the ``max_bytes`` store option, 1 GiB by default), each job
+counted as :data:`JOB_OVERHEAD` plus :attr:`~bifrost_async.jobs.Job.result_bytes`. When either is
+reached a submit is refused (503) rather than evicting a job someone may still poll; a job that
+ends is always stored, so the bytes may pass ``max_bytes`` by the results of the jobs running at
+that moment (at most ``concurrency`` x ``max_result_bytes``). Waiters are asyncio events set by
+terminal updates and deletes, so a long-poll wakes the moment its job ends.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from cachetools import TLRUCache
 
 from bifrost_async.hookspecs import hookimpl
 from bifrost_async.jobs import Job, JobStatus, may_move
+from bifrost_async.settings import parse_size
 from bifrost_async.store import (
     StoreContext,
     StoreFactory,
@@ -33,24 +37,38 @@ def _copy(job: Job) -> Job:
     return clone
 
 
-class _BoundedTLRU(TLRUCache[str, Job]):
-    """A TLRU cache that refuses to evict live entries: cachetools calls ``popitem`` only when
-    full after dropping expired items, so raising there turns eviction into refusal."""
-
-    def popitem(self) -> tuple[str, Job]:
-        raise StoreFull(f"the job store holds its maximum of {self.maxsize} jobs")
+#: What the memory store counts for a job besides its result, in bytes: the record, its copies'
+#: bookkeeping and the cache entry (``bench/`` measures ~1.4 KB of RSS per job beyond the result).
+JOB_OVERHEAD = 1536
+#: The default ``max_bytes``.
+DEFAULT_MAX_BYTES = 1024**3
 
 
 def _time_to_use(_key: str, job: Job, _now: float) -> float:
     return job.expires_at if job.expires_at is not None else math.inf
 
 
-class MemoryStore:
-    """In-process job store. Jobs are copied in and out, so callers never share a record."""
+def _job_size(job: Job) -> int:
+    return JOB_OVERHEAD + job.result_bytes
 
-    def __init__(self, clock: Callable[[], float], max_jobs: int) -> None:
+
+class MemoryStore:
+    """In-process job store. Jobs are copied in and out, so callers never share a record.
+
+    ``max_bytes`` bounds the bytes of stored jobs as :data:`JOB_OVERHEAD` plus each job's
+    ``result_bytes``; 0 means no bound.
+    """
+
+    def __init__(self, clock: Callable[[], float], max_jobs: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._clock = clock
-        self._jobs = _BoundedTLRU(maxsize=max_jobs, ttu=_time_to_use, timer=clock)
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        # The cache itself never evicts (an unbounded maxsize); create() refuses instead, so a
+        # job that ends is always stored and nobody's live job disappears. ``currsize`` is the
+        # sum of _job_size over the jobs held, kept by cachetools through expiry as well.
+        self._jobs: TLRUCache[str, Job] = TLRUCache(
+            maxsize=math.inf, ttu=_time_to_use, timer=clock, getsizeof=_job_size
+        )
         self._waiters = Waiters()
         #: claim -> (job id, fingerprint, lapses at by the clock or None while its job lives)
         self._claims: dict[str, tuple[str, str, float | None]] = {}
@@ -66,6 +84,11 @@ class MemoryStore:
     async def create(self, job: Job) -> None:
         if job.id in self._jobs:
             raise ValueError(f"job {job.id} exists already")
+        self._jobs.expire()
+        if len(self._jobs) >= self.max_jobs:
+            raise StoreFull(f"the job store holds its maximum of {self.max_jobs} jobs")
+        if self.max_bytes and self._jobs.currsize + _job_size(job) > self.max_bytes:
+            raise StoreFull(f"the job store holds its maximum of {self.max_bytes} bytes of jobs")
         self._jobs[job.id] = _copy(job)
         claim = self._claims.get(job.idempotency_claim or "")
         if claim is not None and claim[0] == job.id:
@@ -103,7 +126,7 @@ class MemoryStore:
         self, claim: str, fingerprint: str, job_id: str, ttl: float
     ) -> tuple[str | None, bool]:
         now = self._clock()
-        if len(self._claims) > self._jobs.maxsize:
+        if len(self._claims) > self.max_jobs:
             self._prune_claims(now)
         held = self._claims.get(claim)
         if held is not None and self._claim_live(held, now):
@@ -143,10 +166,27 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    @property
+    def bytes_held(self) -> int:
+        """The bytes counted against ``max_bytes`` for the jobs held now (expired ones included
+        until the next write drops them)."""
+        return int(self._jobs.currsize)
+
 
 def memory_store(context: StoreContext) -> MemoryStore:
-    """Factory for the ``memory`` store."""
-    return MemoryStore(context.clock, context.max_jobs)
+    """Factory for the ``memory`` store. Its one option, ``max_bytes``, takes bytes as a number or
+    a size such as ``"512MiB"`` or ``"2G"`` (0: no bound); any other option is an error."""
+    options = dict(context.options)
+    raw = options.pop("max_bytes", DEFAULT_MAX_BYTES)
+    if options:
+        raise ValueError(f"unknown memory store option(s): {', '.join(sorted(options))}; known: max_bytes")
+    try:
+        max_bytes = raw if isinstance(raw, int) and not isinstance(raw, bool) else parse_size(str(raw))
+    except ValueError:
+        raise ValueError(f"memory store option max_bytes: not a size: {raw!r}") from None
+    if max_bytes < 0:
+        raise ValueError("memory store option max_bytes must be 0 (no bound) or positive")
+    return MemoryStore(context.clock, context.max_jobs, max_bytes)
 
 
 @hookimpl
