@@ -35,10 +35,27 @@ def match_result(routes: RouteTable, path: str) -> tuple[RouteSpec | None, str |
 
 
 def allowed_methods(job_id: str | None, result: bool) -> str:
-    """The ``Allow`` header of an async path: submit and list; poll and cancel; result."""
+    """The ``Allow`` header of an async path: submit and list; poll and cancel; result. ``HEAD``
+    is allowed wherever ``GET`` is: the same answer without its body."""
     if result:
-        return "GET"
-    return "GET, POST" if job_id is None else "GET, DELETE"
+        return "GET, HEAD"
+    return "GET, HEAD, POST" if job_id is None else "GET, HEAD, DELETE"
+
+
+def without_body(send: Any) -> Any:
+    """``send`` for a ``HEAD`` request: the ``GET`` answer's status and headers (its
+    ``Content-Length`` included, as RFC 9110 allows), no body bytes."""
+
+    async def head_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            message = {
+                "type": "http.response.body",
+                "body": b"",
+                "more_body": message.get("more_body", False),
+            }
+        await send(message)
+
+    return head_send
 
 
 def sync_route(routes: RouteTable, path: str, scope: dict[str, Any]) -> RouteSpec | None:

@@ -10,7 +10,7 @@ import structlog
 
 from .capture import ClientDisconnected
 from .config import AsyncJobsConfig
-from .endpoints import JobEndpoints, allowed_methods, match_result, sync_route
+from .endpoints import JobEndpoints, allowed_methods, match_result, sync_route, without_body
 from .errors import AsyncJobError, error_body
 from .http import send_json
 from .openapi import openapi_document
@@ -247,6 +247,8 @@ class AsyncJobsMiddleware:
                 code="method_not_allowed",
                 headers={"Allow": allowed},
             )
+        if method == "HEAD":
+            scope, send = {**scope, "method": "GET"}, without_body(send)
         await (await self._endpoints()).dispatch(spec, job_id, result, scope, receive, send)
 
     async def _respond_async(self, spec: RouteSpec, scope: dict[str, Any], receive: Any, send: Any) -> None:

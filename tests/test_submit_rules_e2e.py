@@ -161,9 +161,9 @@ async def test_validation_order_size_before_format(stack: Any, http: httpx.Async
 
 async def test_wrong_methods_and_unknown_routes(stack: Any, http: httpx.AsyncClient) -> None:
     on_submit = await http.put(f"{stack.url}/v1/async/chat/completions")
-    assert on_submit.status_code == 405 and on_submit.headers["allow"] == "GET, POST"  # GET: list
+    assert on_submit.status_code == 405 and on_submit.headers["allow"] == "GET, HEAD, POST"  # GET: list
     on_poll = await http.post(f"{stack.url}/v1/async/chat/completions/abc")
-    assert on_poll.status_code == 405 and on_poll.headers["allow"] == "GET, DELETE"  # DELETE: cancel
+    assert on_poll.status_code == 405 and on_poll.headers["allow"] == "GET, HEAD, DELETE"  # DELETE: cancel
     unknown = await http.post(f"{stack.url}/v1/async/nothing/here", json={"model": "m"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_route"
 
@@ -293,3 +293,20 @@ async def test_public_job_is_visible_to_anyone(stack: Any, http: httpx.AsyncClie
     url = f"{stack.url}/v1/async/embeddings/{submitted.json()['id']}"
     assert (await http.get(url)).status_code == 200
     assert (await http.get(url, headers={"authorization": "Bearer anyone"})).status_code == 200
+
+
+async def test_head_answers_as_get_without_a_body(stack: Any, http: httpx.AsyncClient) -> None:
+    """HEAD works wherever GET does (poll, result, list): same status and headers, no body."""
+    auth = {"Authorization": "Bearer sk-head"}  # listing needs an owner
+    submitted = await stack.submit(http, "embeddings", json={"model": "m", "input": "x"}, headers=auth)
+    poll_url = stack.url + submitted.headers["location"]
+    await stack.finish(http, "embeddings", submitted, headers=auth)
+    for url in (poll_url, poll_url + "/result", f"{stack.url}/v1/async/embeddings"):
+        got = await http.get(url, headers=auth)
+        head = await http.head(url, headers=auth)
+        assert head.status_code == got.status_code == 200
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == str(len(got.content))
+    missing = await http.head(f"{stack.url}/v1/async/embeddings/00000000-0000-4000-8000-000000000000")
+    assert missing.status_code == 404 and missing.content == b""
