@@ -46,10 +46,22 @@ def validate_body(spec: RouteSpec, headers: Headers, body: IO[bytes]) -> str:
     return model.strip()
 
 
+#: Strings that lax boolean parsers (pydantic, so FastAPI, vLLM and LiteLLM; form fields) read as
+#: true: an app behind us would stream for ``"stream": "yes"`` as for ``"stream": true``.
+_TRUTHY = frozenset({"true", "1", "yes", "on", "t", "y"})
+
+
 def _asks_stream(spec: RouteSpec, value: Any) -> bool:
-    if spec.body == "multipart" and isinstance(value, str):
-        return value.strip().lower() == str(spec.stream_value).lower()
-    return value is spec.stream_value if isinstance(spec.stream_value, bool) else value == spec.stream_value
+    wanted = spec.stream_value
+    if wanted is True:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):
+            return value == 1
+        return isinstance(value, str) and value.strip().lower() in _TRUTHY
+    if isinstance(value, str) and isinstance(wanted, str):
+        return value.strip().lower() == wanted.lower()
+    return bool(value == wanted)
 
 
 def _parse_json(body: IO[bytes]) -> dict[str, Any]:

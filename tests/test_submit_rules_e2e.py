@@ -90,6 +90,17 @@ async def test_unparseable_multipart_is_400(
         ("responses", {"json": {"model": "m", "stream": True}}, "responses", "stream"),
         ("images/generations", {"json": {"model": "m", "stream": True}}, "image generations", "stream"),
         ("audio/speech", {"json": {"model": "m", "stream_format": "sse"}}, "speech", "stream_format"),
+        # values a lax parser (pydantic: FastAPI, vLLM, LiteLLM) reads as true would stream too
+        ("chat/completions", {"json": {"model": "m", "stream": "true"}}, "chat completions", "stream"),
+        ("chat/completions", {"json": {"model": "m", "stream": 1}}, "chat completions", "stream"),
+        ("responses", {"json": {"model": "m", "stream": " Yes "}}, "responses", "stream"),
+        ("audio/speech", {"json": {"model": "m", "stream_format": "SSE"}}, "speech", "stream_format"),
+        (
+            "audio/transcriptions",
+            {"data": {"model": "m", "stream": "on"}, "files": {"file": WAV}},
+            "transcriptions",
+            "stream",
+        ),
         (
             "audio/transcriptions",
             {"data": {"model": "m", "stream": "true"}, "files": {"file": WAV}},
@@ -117,6 +128,9 @@ async def test_stream_is_refused(
     ("path", "kwargs"),
     [
         ("chat/completions", {"json": {"model": "m", "stream": False}}),
+        ("chat/completions", {"json": {"model": "m", "stream": "false"}}),
+        ("chat/completions", {"json": {"model": "m", "stream": 0}}),
+        ("chat/completions", {"json": {"model": "m", "stream": None}}),
         ("audio/speech", {"json": {"model": "m", "stream_format": "audio"}}),
         ("audio/transcriptions", {"data": {"model": "m", "stream": "false"}, "files": {"file": WAV}}),
         ("embeddings", {"json": {"model": "m", "stream": True}}),  # embeddings have no stream field
