@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import sys
+import types
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -124,7 +125,10 @@ async def test_wait_sleeps_as_long_as_retry_after_says(serve: Any, monkeypatch: 
             await stack.recorder.wait("finished", held.id)
         await real_sleep(0)
 
-    monkeypatch.setattr(client_module.asyncio, "sleep", recorded_sleep)
+    # Only the client's own asyncio sees the recording sleep: the server runs in this loop too,
+    # and uvicorn's main loop sleeps 0.1 s per tick.
+    patched = types.SimpleNamespace(**{**vars(asyncio), "sleep": recorded_sleep})
+    monkeypatch.setattr(client_module, "asyncio", patched)
     async with AsyncJobsClient(stack.url) as client:
         held = await client.submit("embedding", json={"model": "test/gate", "input": "x"})
         done = await client.wait(held, interval=0.01)

@@ -81,12 +81,8 @@ async def test_works_without_server_lifespan(serve: Any, http: httpx.AsyncClient
     submitted = await http.post(f"{other.url}/v1/async/embeddings", json={"model": "m", "input": "x"})
     assert submitted.status_code == 202
     url = f"{other.url}/v1/async/embeddings/{submitted.json()['id']}"
-    for _ in range(200):
-        polled = await http.get(url)
-        if polled.status_code == 200:
-            break
-        await asyncio.sleep(0.02)
-    assert polled.json()["status"] == "completed"
+    polled = await http.get(url, params={"wait": 20}, timeout=30)  # a long-poll: answered when it ends
+    assert polled.status_code == 200 and polled.json()["status"] == "completed"
 
 
 async def test_route_override_and_extra_type(serve: Any, http: httpx.AsyncClient) -> None:
@@ -146,9 +142,12 @@ structlog.configure(processors=[structlog.contextvars.merge_contextvars,
     structlog.processors.KeyValueRenderer(key_order=["event"])])
 from tests.apps import make_app
 from bifrost_async import AsyncJobsMiddleware
+import socket
 import uvicorn
 app = AsyncJobsMiddleware(make_app(), shutdown_grace=float(sys.argv[2]))
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="info")
+sock = socket.socket(fileno=int(sys.argv[1]))  # bound by the test: no port race
+config = uvicorn.Config(app, log_level="info", timeout_keep_alive=30)
+uvicorn.Server(config).run(sockets=[sock])
 """
 
 
@@ -157,34 +156,35 @@ async def test_sigterm_with_job_in_flight(tmp_path: Path, http: httpx.AsyncClien
     """A real process gets SIGTERM with a job running: the job ends failed, not processing."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # connections wait in the backlog until the child serves them
+    port = sock.getsockname()[1]
     script = tmp_path / "server.py"
     script.write_text(SERVER_SCRIPT)
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(port), "0.3"],
+        [sys.executable, str(script), str(sock.fileno()), "0.3"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        pass_fds=[sock.fileno()],
     )
+    sock.close()  # the child holds its own copy
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(500):
-            try:
-                await http.get(f"{url}/plain")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.02)
-        submitted = await http.post(f"{url}/v1/async/embeddings", json={"model": "test/hang", "input": "x"})
-        poll = f"{url}/v1/async/embeddings/{submitted.json()['id']}"
-        for _ in range(500):
-            if (await http.get(poll)).json()["status"] == "processing":
-                break
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(60):  # only a bound on a hang: the backlog holds the request
+            assert (await http.get(f"{url}/plain", timeout=60)).status_code == 200
+            submitted = await http.post(
+                f"{url}/v1/async/embeddings", json={"model": "test/hang", "input": "x"}
+            )
+            poll = f"{url}/v1/async/embeddings/{submitted.json()['id']}"
+            while True:
+                if (await http.get(poll)).json()["status"] == "processing":
+                    break
+                await asyncio.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(proc.communicate, timeout=30)
     finally:

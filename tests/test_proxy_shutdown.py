@@ -21,10 +21,11 @@ async def test_sigterm_fails_in_flight_job_and_aborts_upstream() -> None:
                 )
                 assert submitted.status_code == 202
                 job_id = submitted.json()["id"]
-                for _ in range(500):  # bounded: until the upstream holds the request
-                    if upstream.requests:
-                        break
-                    await asyncio.sleep(0.01)
+                async with asyncio.timeout(30):  # until the upstream holds the request (a bound on a hang)
+                    while True:
+                        if upstream.requests:
+                            break
+                        await asyncio.sleep(0.01)
                 assert upstream.requests == 1
             code = await proxy.stop()
             logs = proxy.logs()

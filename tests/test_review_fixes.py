@@ -110,11 +110,12 @@ async def test_lease_renewal_survives_an_unexpected_store_error() -> None:
         job_id = submitted.json()["id"]
         await recorder.wait("started", job_id)
         first = (await store.get(job_id)).lease_expires_at  # type: ignore[union-attr]
-        for _ in range(300):  # bounded: until a renewal after the failing one lands
-            await asyncio.sleep(0.01)
-            current = (await store.get(job_id)).lease_expires_at  # type: ignore[union-attr]
-            if FlakyRenewals.failures and current and first and current > first + 0.05:
-                break
+        async with asyncio.timeout(30):  # until a renewal after the failing one lands (a bound on a hang)
+            while True:
+                await asyncio.sleep(0.01)
+                current = (await store.get(job_id)).lease_expires_at  # type: ignore[union-attr]
+                if FlakyRenewals.failures and current and first and current > first + 0.05:
+                    break
         assert FlakyRenewals.failures == 1
         assert current is not None and first is not None and current > first
         app.state.gate.opened.set()

@@ -32,6 +32,8 @@ class Receiver:
         self.statuses = statuses
         self.hang_first = hang_first
         self.attempts: list[dict[str, Any]] = []
+        #: Set when the first delivery attempt has arrived.
+        self.arrived = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -53,6 +55,7 @@ class Receiver:
                 "raw": body,
             }
         )
+        self.arrived.set()
         if self.hang_first and len(self.attempts) == 1:
             await asyncio.Event().wait()  # never answers: the attempt timeout must cut it off
         status = self.statuses[min(len(self.attempts) - 1, len(self.statuses) - 1)]
@@ -189,7 +192,7 @@ async def test_attempts_exhausted_and_attempt_timeout(
     serve: Any, http: httpx.AsyncClient, receiver_factory: Any
 ) -> None:
     receiver = await receiver_factory([503], hang_first=True)
-    policy = DeliveryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.02, attempt_timeout=0.3)
+    policy = DeliveryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.02, attempt_timeout=1.0)
     stack, reports = await webhook_stack(serve, receiver.url, policy=policy)
     submitted = await stack.submit(
         http, "embeddings", json={"model": "m", "input": "x"}, headers={"x-bf-async-webhook": "billing"}
@@ -217,7 +220,8 @@ async def test_slow_receiver_never_holds_a_worker(
     )
     second = await stack.submit(http, "embeddings", json={"model": "m", "input": "x"})
     await stack.recorder.wait("finished", second.json()["id"])
-    assert plugin.dispatcher.pending == 1 and receiver.attempts  # still hanging on the first event
+    await asyncio.wait_for(receiver.arrived.wait(), 20)
+    assert plugin.dispatcher.pending == 1  # still hanging on the first event
     await stack.server.stop()  # shutdown abandons it after the grace, and says so
     assert (await reports.wait_for(first.json()["id"])).outcome == "dropped"
 
