@@ -18,7 +18,17 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import LoadGen, Server, Settings, alternate, jobs_spec, measure, median, started
+from bench.harness import (
+    LoadGen,
+    Server,
+    Settings,
+    alternate,
+    jobs_spec,
+    measure,
+    median,
+    safe_ratio,
+    started,
+)
 
 
 def server_from(checkout: Path) -> Server:
@@ -54,7 +64,7 @@ def main() -> int:
         )
     print(f"new: {median(a, 'rate'):.0f} jobs/s, {cpu_per_job(a):.0f} µs server CPU/job")
     print(f"old: {median(b, 'rate'):.0f} jobs/s, {cpu_per_job(b):.0f} µs server CPU/job")
-    rate, cpu = median(a, "rate") / median(b, "rate"), cpu_per_job(a) / cpu_per_job(b)
+    rate, cpu = safe_ratio(median(a, "rate"), median(b, "rate")), safe_ratio(cpu_per_job(a), cpu_per_job(b))
     print(f"new/old: jobs/s {rate:.3f}, CPU/job {cpu:.3f}")
     return 0
 

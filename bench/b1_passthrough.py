@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .harness import LoadGen, Row, Server, Settings, alternate, fmt, measure, median, started
+from .harness import LoadGen, Row, Server, Settings, alternate, fmt, measure, median, safe_ratio, started
 
 NAME = "passthrough"
 TITLE = "1. pass-through overhead"
@@ -24,7 +24,7 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
             return measure([server], lambda: load.run(mode="requests", **spec))
 
         a, b = alternate(settings.rounds, lambda: leg("/ping"), lambda: leg("/bare/ping"))
-    rate = median(a, "rate") / median(b, "rate")
+    rate = safe_ratio(median(a, "rate"), median(b, "rate"))
     conc = settings.concurrency
     return [
         Row(

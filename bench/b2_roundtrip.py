@@ -23,6 +23,7 @@ from .harness import (
     jobs_spec,
     measure,
     median,
+    safe_ratio,
     started,
     sync_spec,
 )
@@ -60,8 +61,8 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
         ba, bb = alternate(busy.rounds, leg(jobs_spec(busy, ports)), leg(sync_spec(busy, ports)))
     a, b = results["poll"], results["sync"]
     cpu_a, cpu_b = cpu_per_op(a), cpu_per_op(b)
-    busy_ratio = median(ba, "rate") / median(bb, "rate")
-    ratio = median(a, "rate") / median(b, "rate")
+    busy_ratio = safe_ratio(median(ba, "rate"), median(bb, "rate"))
+    ratio = safe_ratio(median(a, "rate"), median(b, "rate"))
     cap_ms = settings.poll_cap * 1000
     rows = [
         Row(
@@ -81,7 +82,7 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
             "p50 round-trip latency: job vs sync call",
             fmt(median(a, "p50_ms"), "ms"),
             fmt(median(b, "p50_ms"), "ms"),
-            median(a, "p50_ms") / median(b, "p50_ms"),
+            safe_ratio(median(a, "p50_ms"), median(b, "p50_ms")),
         ),
         Row(
             NAME,
@@ -98,7 +99,7 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
     ):
         if arm in results:
             r = results[arm]
-            arm_ratio = median(r, "rate") / median(b, "rate")
+            arm_ratio = safe_ratio(median(r, "rate"), median(b, "rate"))
             rows.append(
                 Row(
                     NAME,

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .harness import EMBED_BODY, LoadGen, Row, Server, Settings, alternate, fmt, measure, median, started
+from .harness import (
+    EMBED_BODY,
+    LoadGen,
+    Row,
+    Server,
+    Settings,
+    alternate,
+    fmt,
+    measure,
+    median,
+    safe_ratio,
+    started,
+)
 
 NAME = "submit"
 TITLE = "3. submit latency"
@@ -43,8 +55,8 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
             lambda: upload("/v1/async/audio/transcriptions", 202),
             lambda: upload("/bare/v1/audio/transcriptions", 200),
         )
-    small_ratio = median(sa, "p50_ms") / median(sb, "p50_ms")
-    upload_ratio = median(ua, "p50_ms") / median(ub, "p50_ms")
+    small_ratio = safe_ratio(median(sa, "p50_ms"), median(sb, "p50_ms"))
+    upload_ratio = safe_ratio(median(ua, "p50_ms"), median(ub, "p50_ms"))
     label = f"{size // MB} MB" if size >= MB else f"{size // 1024} KB"
     return [
         Row(

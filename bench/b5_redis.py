@@ -21,6 +21,7 @@ from .harness import (
     jobs_spec,
     measure,
     median,
+    safe_ratio,
     started,
 )
 
@@ -52,8 +53,8 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
                         ),
                         lambda: measure([first], lambda: load.run(**jobs_spec(settings, [first.port]))),
                     )
-    redis_ratio = median(rm_a, "rate") / median(rm_b, "rate")
-    two_ratio = median(two_a, "rate") / median(two_b, "rate")
+    redis_ratio = safe_ratio(median(rm_a, "rate"), median(rm_b, "rate"))
+    two_ratio = safe_ratio(median(two_a, "rate"), median(two_b, "rate"))
     conc = settings.concurrency
     return [
         Row(

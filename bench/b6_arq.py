@@ -26,6 +26,7 @@ from .harness import (
     jobs_spec,
     measure,
     median,
+    safe_ratio,
     started,
 )
 
@@ -66,8 +67,8 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
                             },
                         )
     a, b, two = results["ours"], results["arq"], results["ours2"]
-    ratio = median(a, "rate") / median(b, "rate")
-    two_ratio = median(two, "rate") / median(b, "rate")
+    ratio = safe_ratio(median(a, "rate"), median(b, "rate"))
+    two_ratio = safe_ratio(median(two, "rate"), median(b, "rate"))
     return [
         Row(
             NAME,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import socket
@@ -281,6 +282,12 @@ def alternate_many(
 
 def median(results: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(result[key]) for result in results)
+
+
+def safe_ratio(a: float, b: float) -> float:
+    """``a / b``, or NaN when ``b`` is 0 (a leg that completed nothing, e.g. on a stalled
+    machine in a smoke run): the table shows ``nan`` instead of the run crashing."""
+    return a / b if b else math.nan
 
 
 def fmt(value: float, unit: str = "") -> str:

@@ -111,7 +111,9 @@ class Dispatcher:
         return len(self._tasks)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.policy.max_concurrent)
+        # Idle connections go after 4 s, before a receiver on uvicorn's 5 s keep-alive closes
+        # them under a delivery (which would cost an attempt).
+        connector = aiohttp.TCPConnector(limit=self.policy.max_concurrent, keepalive_timeout=4.0)
         self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
     async def stop(self) -> None:
