@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import pytest
 
 REDIS_SERVER = shutil.which("redis-server")
 START_DEADLINE = 15.0
+#: Fresh ports tried when the picked one was taken before redis-server bound it.
+PORT_ATTEMPTS = 5
 
 
 def free_port() -> int:
@@ -31,39 +34,77 @@ def wait_until(condition: Callable[[], bool], deadline: float, what: str, step: 
         time.sleep(step)
 
 
-def answers_ping(port: int) -> bool:
+def serving_pid(port: int) -> int | None:
+    """The pid of the redis-server answering on ``port`` (``INFO server``), or None."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+            sock.sendall(b"INFO server\r\n")
+            reply = b""
+            while (found := re.search(rb"process_id:(\d+)\r\n", reply)) is None:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                reply += chunk
+    except OSError:  # nothing listens, or something that is not Redis and does not answer
+        return None
+    return int(found.group(1))
 
 
 class RedisServer:
     """A ``redis-server`` subprocess without persistence; it can be stopped and started again
-    on the same port (a restart loses its data, as a real one without persistence does)."""
+    on the same port (a restart loses its data, as a real one without persistence does).
+
+    The port is picked free but only bound by redis-server later, so something else may take it
+    in between: then the first :meth:`start` moves to a fresh port, as long as nobody has read
+    :attr:`url` yet. Once the URL is out (or the server has run), the port is kept, and losing
+    it on a restart is an error."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
+        self._port_fixed = port is not None
+
+    @property
+    def url(self) -> str:
+        self._port_fixed = True  # someone may connect to this port from now on: it must not move
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         if REDIS_SERVER is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self.workdir)]
-        with (self.workdir / "redis.log").open("ab") as logfile:
-            self.process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT)
-        process = self.process
+        for _ in range(PORT_ATTEMPTS):
+            if self._start_once():
+                self._port_fixed = True
+                return
+            if self._port_fixed:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server could not listen on port {self.port}; see {self.workdir}")
+
+    def _start_once(self) -> bool:
+        """Start redis-server on :attr:`port`: True once it answers there, False if the port is
+        taken (by anything, even another redis-server); any other failure raises."""
+        command = [REDIS_SERVER or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        log = self.workdir / "redis.log"
+        with log.open("ab") as logfile:
+            logged = logfile.tell()
+            self.process = process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT)
         wait_until(
-            lambda: process.poll() is not None or answers_ping(self.port), START_DEADLINE, "redis-server"
+            lambda: process.poll() is not None or serving_pid(self.port) == process.pid,
+            START_DEADLINE,
+            f"redis-server on port {self.port}",
         )
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {process.returncode}; see {self.workdir}")
+        if process.poll() is None:
+            return True
+        self.process = None
+        with log.open("rb") as logfile:
+            logfile.seek(logged)
+            if b"Address already in use" in logfile.read():
+                return False
+        raise RuntimeError(f"redis-server exited with {process.returncode}; see {log}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

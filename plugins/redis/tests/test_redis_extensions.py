@@ -23,6 +23,11 @@ def chat(token: str) -> dict[str, object]:
     return {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": token}]}
 
 
+def parked_reads(server: ServerProcess, job_id: str) -> int:
+    """Reads of the job that ``server`` finished with a waiter registered (redis_worker_app)."""
+    return int(httpx.get(f"{server.url}/probe/parked/{job_id}", timeout=10).json())
+
+
 def test_long_poll_on_b_wakes_when_the_job_ends_on_a(servers: Pair, tmp_path: Path) -> None:
     a, b = servers
     gates = tmp_path / "gates"
@@ -37,9 +42,13 @@ def test_long_poll_on_b_wakes_when_the_job_ends_on_a(servers: Pair, tmp_path: Pa
             response = client.get(f"{b.url}{SUBMIT}/{job_id}", params={"wait": "25"})
             answers.append((response, time.monotonic()))
 
+        # Release only once B's long-poll is parked: it has registered its waiter and read the
+        # job (still gated, so not ended) after that; from then on only A's notification ends it.
+        before = parked_reads(b, job_id)
         poller = threading.Thread(target=long_poll)
         poller.start()
-        wait_until(lambda: poller.is_alive(), 5, "the long-poll to start")
+        wait_until(lambda: parked_reads(b, job_id) > before, 10, "the long-poll to park on B")
+        assert not answers, "the long-poll answered before the job ended"
         released = time.monotonic()
         (gates / "release-lp").touch()
         poller.join(20)  # far below the 25 s asked: only the notification from A ends it in time

@@ -132,6 +132,20 @@ async def test_crafted_cursor_is_a_400_from_the_service(
     assert response.json()["error"]["code"] == "invalid_cursor"
 
 
+async def until_busy(admin: aioredis.Redis, script: asyncio.Task[object], deadline: float = 10.0) -> None:
+    """Wait until Redis answers ``BUSY`` (the script has run past ``busy-reply-threshold``)."""
+    async with asyncio.timeout(deadline):
+        while True:
+            assert not script.done(), f"the script ended: {script}"
+            try:
+                await admin.ping()
+            except aioredis.ResponseError as exc:
+                if str(exc).startswith("BUSY"):
+                    return
+                raise
+            await asyncio.sleep(0.01)  # PONG: the script has not reached Redis yet
+
+
 async def test_redis_error_reply_is_store_unavailable(own_redis: RedisServer) -> None:
     """A real ``BUSY`` reply (another client's script runs past ``busy-reply-threshold``) is a
     ``ResponseError`` in redis-py; the store turns it into ``StoreUnavailable`` (503)."""
@@ -144,7 +158,7 @@ async def test_redis_error_reply_is_store_unavailable(own_redis: RedisServer) ->
         await store.create(job)
         await admin.config_set("busy-reply-threshold", 20)
         busy = asyncio.create_task(blocker.eval("while true do end", 0))  # type: ignore[misc]
-        await asyncio.sleep(0.3)
+        await until_busy(admin, busy)
         with pytest.raises(StoreUnavailable, match="ResponseError"):
             await store.get(job.id)
         with pytest.raises(StoreUnavailable):
