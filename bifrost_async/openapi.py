@@ -150,6 +150,18 @@ def _operations(
     return submit, poll
 
 
+def _head_of(get: dict[str, Any]) -> dict[str, Any]:
+    """The ``HEAD`` twin of a ``GET`` operation: same parameters, statuses and headers, no body."""
+    head = {**get, "summary": f"{get.get('summary', '')} (HEAD: headers only)".strip()}
+    if "operationId" in get:
+        head["operationId"] = f"{get['operationId']}_head"
+    head["responses"] = {
+        status: {key: value for key, value in response.items() if key != "content"}
+        for status, response in get["responses"].items()
+    }
+    return head
+
+
 def openapi_document(
     routes: RouteTable, plugins: Iterable[Any] = (), *, title: str = "bifrost-async job API"
 ) -> dict[str, Any]:
@@ -168,9 +180,10 @@ def openapi_document(
     for spec in routes:
         submit, poll = _operations(spec, extra)
         listing, cancel, result = extension_operations(spec)
-        paths[f"{routes.prefix}/{spec.path}"] = {"post": submit, "get": listing}
-        paths[f"{routes.prefix}/{spec.path}/{{job_id}}"] = {"get": poll, "delete": cancel}
-        paths[f"{routes.prefix}/{spec.path}/{{job_id}}/result"] = {"get": result}
+        base = f"{routes.prefix}/{spec.path}"
+        paths[base] = {"post": submit, "get": listing, "head": _head_of(listing)}
+        paths[f"{base}/{{job_id}}"] = {"get": poll, "head": _head_of(poll), "delete": cancel}
+        paths[f"{base}/{{job_id}}/result"] = {"get": result, "head": _head_of(result)}
     return {
         "openapi": "3.1.0",
         "info": {
