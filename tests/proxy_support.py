@@ -149,13 +149,16 @@ class FaultServer:
     Modes: ``hangup`` reads the request and closes without a word (a refusing upstream);
     ``garbage`` answers bytes that are not HTTP; ``reset`` sends a valid head and part of the
     body, then resets the connection; ``slow`` reads the request and never answers.
-    ``aborted`` is set when a client closes a ``slow`` connection.
+    ``aborted`` is set when a client closes a ``slow`` connection. ``keepalive`` behaves well: it
+    answers every GET with keep-alive and never closes an idle connection itself; ``idle_closed``
+    is set when a client closes one after an answer.
     """
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.requests = 0
         self.aborted = asyncio.Event()
+        self.idle_closed = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.port = 0
         self._writers: list[asyncio.StreamWriter] = []
@@ -178,6 +181,9 @@ class FaultServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
+        if self.mode == "keepalive":
+            await self._keep_alive(reader, writer)
+            return
         try:
             head = await _read_request(reader)
             if head.startswith(b"GET / "):  # the health probe: answer it properly
@@ -211,6 +217,19 @@ class FaultServer:
                 writer.close()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+
+    async def _keep_alive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered = False
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")  # GETs only: no body follows
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+                answered = True
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if answered:
+                self.idle_closed.set()
+        writer.close()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes:

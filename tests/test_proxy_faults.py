@@ -111,47 +111,11 @@ async def test_client_leaving_a_stream_aborts_the_upstream_request() -> None:
         await asyncio.wait_for(upstream.aborted.wait(), 10)
 
 
-class _KeepAliveUpstream:
-    """A raw upstream that answers every request with keep-alive and never closes an idle
-    connection itself; ``idle_closed`` is set when the client closes one after an answer."""
-
-    def __init__(self) -> None:
-        self.idle_closed = asyncio.Event()
-        self.server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> _KeepAliveUpstream:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self._writers:
-            writer.close()
-        await self.server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        answered = False
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")  # GETs only: no body follows
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-                answered = True
-        except (asyncio.IncompleteReadError, ConnectionError):
-            if answered:
-                self.idle_closed.set()
-        writer.close()
-
-
 async def test_the_proxy_drops_idle_upstream_connections_before_the_upstream_does() -> None:
     """An upstream on uvicorn closes idle connections after 5 s; a request sent as it does
     fails with a reset. The proxy must be the one to close first: --upstream-keepalive."""
     async with (
-        _KeepAliveUpstream() as upstream,
+        FaultServer("keepalive") as upstream,
         run_proxy(upstream.url, "--upstream-keepalive", "0.5") as proxy,
     ):
         async with httpx.AsyncClient(timeout=10) as client:
