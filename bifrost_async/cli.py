@@ -7,17 +7,20 @@ environment variable, a TOML config file (``--config``), or its default (see :mo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
+import tempfile
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import __version__
 from .client_cli import add_submit_parser, run_submit
 from .settings import ENV_PREFIX, GROUPS, OPTIONS, ConfigError, parse_size, resolve, show_default
 
-__all__ = ["ConfigError", "build_parser", "main", "parse_size", "resolve", "serve"]
+__all__ = ["ConfigError", "build_app", "build_parser", "main", "parse_size", "resolve", "serve", "worker_app"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,17 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(values: Mapping[str, Any]) -> int:
-    """Configure logging, build the proxy and run it on uvicorn until interrupted."""
-    import structlog
-    import uvicorn
-    from yarl import URL
+#: How ``serve --workers N`` hands its resolved options to the worker processes (JSON).
+WORKER_VALUES_ENV = ENV_PREFIX + "_WORKER_VALUES"
 
-    from .logs import configure_logging
+
+def build_app(values: Mapping[str, Any]) -> Any:
+    """The proxy as one ASGI app, with the plugins its options turn on, for resolved ``values``."""
     from .proxy import build_proxy
 
-    configure_logging(values["log_level"], values["log_format"])
-    log = structlog.get_logger(__name__)
     upstream_options = {
         "connect_timeout": values["connect_timeout"],
         "read_timeout": values["read_timeout"],
@@ -92,32 +92,84 @@ def serve(values: Mapping[str, Any]) -> int:
     middleware["store_options"] = values["store_options"]
     plugins, wrap = _plugins(values)
     proxy = build_proxy(values["upstream"], upstream_options=upstream_options, plugins=plugins, **middleware)
-    app = wrap(proxy)
-    config = uvicorn.Config(
-        app,
-        host=values["host"],
-        port=values["port"],
-        lifespan="on",
-        log_config=None,
-        access_log=False,
+    return wrap(proxy)
+
+
+def worker_app() -> Any:
+    """uvicorn's app factory in each worker process of ``serve --workers N``."""
+    from .logs import configure_logging
+
+    values = json.loads(os.environ[WORKER_VALUES_ENV])
+    configure_logging(values["log_level"], values["log_format"])
+    return build_app(values)
+
+
+def serve(values: Mapping[str, Any]) -> int:
+    """Configure logging, build the proxy and run it on uvicorn until interrupted: in this
+    process, or in ``workers`` processes sharing the listening socket."""
+    import structlog
+    import uvicorn
+    from yarl import URL
+
+    from .logs import configure_logging
+
+    workers = values["workers"]
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers > 1 and values["store"] == "memory":
+        raise ConfigError(
+            "--workers above 1 needs a store the processes share (e.g. --store redis): with the "
+            "memory store a job is visible only to the worker that took it"
+        )
+    configure_logging(values["log_level"], values["log_format"])
+    log = structlog.get_logger(__name__)
+    app = build_app(values)  # in the parent too, so a bad option fails here, once
+    server_options: dict[str, Any] = {
+        "host": values["host"],
+        "port": values["port"],
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
         # The upstream's own Server and Date headers pass through; ours would duplicate them.
-        server_header=False,
-        date_header=False,
+        "server_header": False,
+        "date_header": False,
         # Longer than the idle timeout of the pools in front, so they, not we, close idle
         # connections; otherwise a request sent as we close one fails with a reset.
-        timeout_keep_alive=values["keep_alive"],
-        timeout_graceful_shutdown=int(values["shutdown_grace"]) + 5,
-    )
-    server = uvicorn.Server(config)
+        "timeout_keep_alive": values["keep_alive"],
+        "timeout_graceful_shutdown": int(values["shutdown_grace"]) + 5,
+    }
     log.info(
         "proxy.starting",
         upstream=str(URL(values["upstream"]).with_user(None)),  # never a password in the URL
         listen=f"{values['host']}:{values['port']}",
         store=values["store"],
         concurrency=values["concurrency"],
+        workers=workers,
     )
-    server.run()
-    return 0 if server.started else 1
+    if workers == 1:
+        server = uvicorn.Server(uvicorn.Config(app, **server_options))
+        server.run()
+        return 0 if server.started else 1
+    os.environ[WORKER_VALUES_ENV] = json.dumps(dict(values))
+    with _metrics_dir(values):
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **server_options)
+    return 0
+
+
+@contextlib.contextmanager
+def _metrics_dir(values: Mapping[str, Any]) -> Iterator[None]:
+    """With metrics on and several workers, prometheus-client's multiprocess mode needs a
+    directory named in the environment before the workers start: use the one the operator set,
+    or a fresh one removed afterwards."""
+    if not values.get("metrics") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="bifrost-async-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def _plugins(values: Mapping[str, Any]) -> tuple[list[Any], Callable[[Any], Any]]:

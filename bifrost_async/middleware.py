@@ -88,7 +88,11 @@ class AsyncJobsMiddleware:
             self.service = JobService(config=cfg, pm=self.pm, store=store, runner=runner)
             await call_lifecycle(self.pm, "async_jobs_startup", isolate=False, middleware=self)
             log.info(
-                "async_jobs.started", store=cfg.store, provider=cfg.provider, concurrency=cfg.concurrency
+                "async_jobs.started",
+                store=cfg.store,
+                provider=cfg.provider,
+                concurrency=cfg.concurrency,
+                worker=runner.worker_name,
             )
 
     async def drain(self) -> None:

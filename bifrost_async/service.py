@@ -158,6 +158,7 @@ class JobService:
             status=job.status.value,
             body_bytes=request.body_size,
             ttl=job.ttl,
+            worker=job.worker,
         )
         notify(self.pm, "job_submitted", job=job)
         return job
