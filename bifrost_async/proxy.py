@@ -1,5 +1,6 @@
 """The standalone reverse proxy: every request that is not an async job goes to the upstream as
-it is, streamed both ways; ``/healthz`` and ``/readyz`` report on the proxy and the upstream.
+it is, streamed both ways (WebSockets too, relayed by :mod:`.proxy_ws`); ``/healthz`` and
+``/readyz`` report on the proxy and the upstream.
 
 :func:`build_proxy` wraps it in :class:`~bifrost_async.AsyncJobsMiddleware` with the ``http``
 provider, both sharing one :class:`~bifrost_async.upstream.Upstream` (one aiohttp session).
@@ -20,6 +21,7 @@ from . import __version__
 from .errors import error_body
 from .http import send_json
 from .middleware import AsyncJobsMiddleware
+from .proxy_ws import relay_websocket
 from .upstream import Upstream, UpstreamOptions, describe_failure, forward_headers, response_headers
 
 log = structlog.get_logger(__name__)
@@ -59,7 +61,10 @@ class ProxyApp:
             else:
                 await self._proxy(scope, receive, send)
         elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
+            await self._ensure_open()
+            headers = forward_headers(scope["headers"])
+            _add_forwarded(headers, scope)
+            await relay_websocket(self.upstream, scope, receive, send, headers)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
