@@ -14,6 +14,7 @@ import contextlib
 
 import structlog
 
+from .jobs import Job
 from .store import JobStore
 
 log = structlog.get_logger(__name__)
@@ -30,24 +31,59 @@ async def run_watched(
     timeout: float,  # noqa: ASYNC109 - bounds the watch only; the caller times the job
 ) -> object:
     """Await ``task``; if the stored job ends or disappears first, cancel ``task`` and raise
-    :class:`JobEndedElsewhere`. Cancelling this coroutine (the job's timeout) cancels ``task``."""
-    watch = asyncio.create_task(store.wait(job_id, timeout))
-    try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        try:
-            stored = watch.result()
-        except Exception as exc:  # the store is down: the run goes on, only unwatched
-            log.warning("job.watch_failed", error_type=type(exc).__name__)
-            return await task
+    :class:`JobEndedElsewhere`. Cancelling this coroutine (the job's timeout) cancels ``task``.
+
+    The watch starts one event-loop step after ``task`` (``call_soon`` runs in order, so after the
+    task's first step): a run that ends in its first step, as a quick in-process endpoint does,
+    never starts one, which saves a task, a store read and its waiter per job. A job cancelled in
+    that step is still seen: the watch reads the job after registering its waiter, and a run
+    that already ended wins anyway, as it does when both finish together.
+    """
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    watch: asyncio.Task[Job | None] | None = None
+    ended = False
+
+    def wake(_: object) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    def watched(finished: asyncio.Task[Job | None]) -> None:
+        nonlocal ended
+        if finished.cancelled():
+            return
+        error = finished.exception()
+        if error is not None:  # the store is down: the run goes on, only unwatched
+            log.warning("job.watch_failed", error_type=type(error).__name__)
+            return
+        stored = finished.result()
         if stored is not None and not stored.status.terminal:
-            return await task  # the watch timed out; the job's own timeout governs
+            return  # the watch timed out; the job's own timeout governs
+        ended = True
+        wake(None)
+
+    def start_watch() -> None:
+        nonlocal watch
+        if not task.done():
+            watch = loop.create_task(store.wait(job_id, timeout))
+            watch.add_done_callback(watched)
+
+    task.add_done_callback(wake)
+    starter = loop.call_soon(start_watch)
+    try:
+        # a plain future, not ``await task``: cancelling this coroutine must not wait for a run
+        # that ignores cancellation (the caller gives it a grace period of its own)
+        await woken
+        if task.done():  # the run ended first (or together with the watch): it wins
+            return task.result()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         raise JobEndedElsewhere()
     finally:
-        watch.cancel()
+        starter.cancel()
+        task.remove_done_callback(wake)
+        if watch is not None:
+            watch.cancel()
         if not task.done():
             task.cancel()
