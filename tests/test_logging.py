@@ -34,3 +34,19 @@ async def test_events_and_no_secrets(serve: Any, http: httpx.AsyncClient) -> Non
     text = repr(logs)
     for secret in ("sk-live-credential", "key-credential", "body-secret-text", "body-secret-2"):
         assert secret not in text
+
+
+async def test_events_of_a_run_carry_the_job_context(serve: Any, http: httpx.AsyncClient) -> None:
+    """The worker binds the job's id and type while it runs the job (``merge_contextvars``)."""
+    stack = await build_stack(serve)
+    capture = structlog.testing.LogCapture()
+    saved = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        ok = await stack.submit(http, "embeddings", json={"model": "m", "input": "x"})
+        await stack.finish(http, "embeddings", ok)
+    finally:
+        structlog.configure(**saved)
+    started = next(entry for entry in capture.entries if entry["event"] == "job.started")
+    assert started["job_id"] == ok.json()["id"] and started["request_type"] == "embedding"
+    assert structlog.contextvars.get_contextvars() == {}  # nothing leaked into the test's context
