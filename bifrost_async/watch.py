@@ -42,14 +42,12 @@ async def run_watched(
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()
     watch: asyncio.Task[Job | None] | None = None
-    ended = False
 
     def wake(_: object) -> None:
         if not woken.done():
             woken.set_result(None)
 
     def watched(finished: asyncio.Task[Job | None]) -> None:
-        nonlocal ended
         if finished.cancelled():
             return
         error = finished.exception()
@@ -59,7 +57,6 @@ async def run_watched(
         stored = finished.result()
         if stored is not None and not stored.status.terminal:
             return  # the watch timed out; the job's own timeout governs
-        ended = True
         wake(None)
 
     def start_watch() -> None:

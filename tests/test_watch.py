@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
@@ -21,6 +22,15 @@ class CountingStore(MemoryStore):
     async def wait(self, job_id: str, timeout: float) -> object:
         self.waits += 1
         return await super().wait(job_id, timeout)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop until ``condition`` holds (bounded: a hang fails, a slow machine waits)."""
+    async with asyncio.timeout(10):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0)
 
 
 async def processing_job(store: CountingStore) -> str:
@@ -57,8 +67,7 @@ async def test_a_job_ended_elsewhere_cancels_the_run() -> None:
 
     task: asyncio.Task[object] = asyncio.create_task(slow())
     run = asyncio.create_task(run_watched(task, store, job_id, 10))
-    await asyncio.sleep(0.01)
-    assert store.waits == 1
+    await until(lambda: store.waits == 1)  # the run is still going, so the watch has started
     assert await store.delete(job_id)
     with pytest.raises(JobEndedElsewhere):
         await asyncio.wait_for(run, 5)
@@ -85,8 +94,10 @@ async def test_cancelling_the_watcher_cancels_the_run_without_waiting_for_it() -
     store = CountingStore()
     job_id = await processing_job(store)
     release = asyncio.Event()
+    started = asyncio.Event()
 
     async def stubborn() -> object:
+        started.set()
         while not release.is_set():
             try:
                 await asyncio.sleep(30)
@@ -96,7 +107,8 @@ async def test_cancelling_the_watcher_cancels_the_run_without_waiting_for_it() -
 
     task: asyncio.Task[object] = asyncio.create_task(stubborn())
     run = asyncio.create_task(run_watched(task, store, job_id, 10))
-    await asyncio.sleep(0.01)
+    await started.wait()
+    await until(lambda: store.waits == 1)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 1)  # the stubborn run does not hold the watcher
