@@ -81,6 +81,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("upstream_health_path", str, "/", "path /healthz probes on the upstream", _UP, "upstream", "PATH"),
     Option("host", str, "127.0.0.1", "address to listen on", _SERVER, "server", "HOST"),
     Option("port", int, 8000, "port to listen on", _SERVER, "server", "PORT"),
+    Option("fd", int, None, "serve on this inherited, already bound socket instead of --host/--port "
+           "(socket activation)", _SERVER, "server", "FD"),
     Option("workers", int, 1, "server processes sharing the port; above 1 needs a shared store "
            "(--store redis)", _SERVER, "server", "N"),
     Option("keep_alive", int, 75, "seconds an idle client connection stays open; keep it above the "

@@ -108,20 +108,33 @@ async def run_proxy(
 ) -> AsyncIterator[ProxyProcess]:
     """Start the real CLI in front of ``upstream`` and stop it afterwards."""
     argv = [sys.executable, "-m", "bifrost_async", "serve", "--log-format", "json"]
+    listener = contextlib.ExitStack()
+    inherited: list[int] = []
     if env and "BIFROST_ASYNC_PORT" in env:
         port = int(env["BIFROST_ASYNC_PORT"])
     else:
-        port = free_port()
-        argv += ["--port", str(port)]
+        # bound here and handed over (--fd): no other process can take the port in between
+        sock = listener.enter_context(socket.socket())
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        inherited.append(sock.fileno())
+        argv += ["--fd", str(sock.fileno())]
     if upstream is not None:
         argv += ["--upstream", upstream]
     argv += list(args)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("BIFROST_ASYNC_")}
     child_env.update(env or {})
     with tempfile.NamedTemporaryFile("w+", prefix="proxy-log-", suffix=".txt") as log:
-        process = await asyncio.create_subprocess_exec(
-            *argv, cwd=ROOT, env=child_env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
-        )
+        with listener:  # the parent's copy closes once the child holds its own
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=ROOT,
+                env=child_env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=inherited,
+            )
         proxy = ProxyProcess(process, port, log)
         try:
             if ready:

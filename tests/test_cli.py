@@ -104,6 +104,16 @@ def test_help_and_errors_from_the_real_command() -> None:
     )
     assert bad_upstream.returncode == 2
     assert "must be an http(s) URL" in bad_upstream.stderr
+    not_a_socket = subprocess.run(
+        [*run, "serve", "--upstream", "http://127.0.0.1:9", "--fd", "0"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert not_a_socket.returncode == 2
+    assert "--fd 0: not an open socket" in not_a_socket.stderr
 
 
 async def test_starts_from_environment_and_config_file(aiohttp_server: Any, tmp_path: Path) -> None:

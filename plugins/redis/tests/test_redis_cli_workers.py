@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -17,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from redis_server import free_port
 
 SUBMIT = "/v1/async/embeddings"
 
@@ -61,13 +61,23 @@ async def start_proxy() -> AsyncIterator[Any]:
     files = contextlib.ExitStack()
 
     async def start(*args: str) -> Proxy:
-        port = free_port()
-        argv = [sys.executable, "-m", "bifrost_async", "serve", "--log-format", "json", "--port", str(port)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BIFROST_ASYNC_")}
-        log = files.enter_context(tempfile.TemporaryFile("w+"))  # noqa: SIM115 - closed by the ExitStack
-        process = await asyncio.create_subprocess_exec(
-            *argv, *args, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
-        )
+        # the port is bound here and handed over (--fd): nothing can take it in between
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            argv = [sys.executable, "-m", "bifrost_async", "serve", "--log-format", "json"]
+            argv += ["--fd", str(sock.fileno())]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("BIFROST_ASYNC_")}
+            log = files.enter_context(tempfile.TemporaryFile("w+"))  # noqa: SIM115 - closed by the ExitStack
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                *args,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=[sock.fileno()],
+            )
         proxy = Proxy(process, f"http://127.0.0.1:{port}", log)
         started.append(proxy)
         return proxy
