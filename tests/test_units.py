@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 
@@ -195,3 +196,34 @@ def test_route_table_refuses_empty_segments() -> None:
         "/v1/async/audio/transcriptions///",
     ):
         assert table.match(path) == (None, None), path
+
+
+def test_to_record_json_is_the_json_of_to_record() -> None:
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: list[int]
+
+    job = Job(
+        id="j",
+        request_id="r",
+        request_type="chat",
+        status=JobStatus.COMPLETED,
+        created_at=1.5,
+        ttl=60,
+        owner="o",
+        extra_fields={"model": "m", "tags": ("a", "b")},
+        completed_at=2.25,
+        expires_at=62.25,
+        status_code=200,
+        result={"choices": [{"text": "é", "point": Point(1, [2])}], "n": None},
+        error=None,
+        metadata={"webhook": "x"},
+        raw_response={"status": 200},
+        result_bytes=10,
+    )
+    assert job.to_record_json() == json.dumps(job.to_record(), separators=(",", ":"))
+    assert Job.from_record(json.loads(job.to_record_json())).to_record_json() == job.to_record_json()
+    job.result = {"bad": object()}
+    with pytest.raises(TypeError):
+        job.to_record_json()
