@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from multidict import CIMultiDict
 
 from . import __version__
 from .errors import error_body
@@ -62,9 +63,7 @@ class ProxyApp:
                 await self._proxy(scope, receive, send)
         elif scope["type"] == "websocket":
             await self._ensure_open()
-            headers = forward_headers(scope["headers"])
-            _add_forwarded(headers, scope)
-            await relay_websocket(self.upstream, scope, receive, send, headers)
+            await relay_websocket(self.upstream, scope, receive, send, _upstream_headers(scope))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -125,8 +124,7 @@ class ProxyApp:
                 log.info("proxy.client_disconnected", path=scope["path"])
 
     async def _forward(self, scope: Scope, receive: Any, send: Any, body_done: asyncio.Event) -> None:
-        headers = forward_headers(scope["headers"])
-        _add_forwarded(headers, scope)
+        headers = _upstream_headers(scope)
         chunked = any(key == b"transfer-encoding" for key, _ in scope["headers"])
         has_body = chunked or headers.get("content-length", "0") != "0"
         data = _request_body(receive, body_done) if has_body else None
@@ -196,6 +194,14 @@ async def _wait_for_disconnect(receive: Any, body_done: asyncio.Event) -> None:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _upstream_headers(scope: Scope) -> CIMultiDict[str]:
+    """The client's request headers as the upstream gets them: hop-by-hop headers dropped,
+    ``X-Forwarded-*`` added."""
+    headers = forward_headers(scope["headers"])
+    _add_forwarded(headers, scope)
+    return headers
 
 
 def _add_forwarded(headers: Any, scope: Scope) -> None:

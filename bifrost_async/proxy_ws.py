@@ -12,8 +12,6 @@ contract's error shape, on servers that support the ASGI ``websocket.http.respon
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -21,6 +19,7 @@ import structlog
 from multidict import CIMultiDict
 
 from .errors import error_body
+from .http import send_json
 from .upstream import Upstream, describe_failure
 
 log = structlog.get_logger(__name__)
@@ -113,10 +112,5 @@ async def _refuse(scope: dict[str, Any], send: Any, status: int, message: str, c
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1011})
         return
-    body = json.dumps(error_body(status, message, type="upstream_error", code=code)).encode()
-    headers: Iterable[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "websocket.http.response.start", "status": status, "headers": list(headers)})
-    await send({"type": "websocket.http.response.body", "body": body})
+    body = error_body(status, message, type="upstream_error", code=code)
+    await send_json(send, status, body, message_prefix="websocket.http")
