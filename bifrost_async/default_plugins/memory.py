@@ -84,12 +84,12 @@ class MemoryStore:
     async def create(self, job: Job) -> None:
         if job.id in self._jobs:
             raise ValueError(f"job {job.id} exists already")
-        self._jobs.expire()
-        if len(self._jobs) >= self.max_jobs:
-            raise StoreFull(f"the job store holds its maximum of {self.max_jobs} jobs")
-        if self.max_bytes and self._jobs.currsize + _job_size(job) > self.max_bytes:
-            raise StoreFull(f"the job store holds its maximum of {self.max_bytes} bytes of jobs")
-        self._jobs[job.id] = _copy(job)
+        if self._refusal(job) is not None:
+            self._jobs.expire()  # expired jobs do not count: drop them, then judge again
+            refusal = self._refusal(job)
+            if refusal is not None:
+                raise StoreFull(refusal)
+        self._jobs[job.id] = _copy(job)  # cachetools drops expired jobs here anyway
         claim = self._claims.get(job.idempotency_claim or "")
         if claim is not None and claim[0] == job.id:
             self._claims[job.idempotency_claim or ""] = (claim[0], claim[1], None)
@@ -106,6 +106,14 @@ class MemoryStore:
         if job.status.terminal:
             self._waiters.wake(job.id)
         return True
+
+    def _refusal(self, job: Job) -> str | None:
+        """Why storing ``job`` now would pass a bound, or ``None``."""
+        if len(self._jobs) >= self.max_jobs:
+            return f"the job store holds its maximum of {self.max_jobs} jobs"
+        if self.max_bytes and self._jobs.currsize + _job_size(job) > self.max_bytes:
+            return f"the job store holds its maximum of {self.max_bytes} bytes of jobs"
+        return None
 
     # -- extensions ----------------------------------------------------------------------------
 
