@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from .routes import DEFAULT_ROUTES
+from .upstream import IDLE_KEEPALIVE_SECONDS
 
 FileSpec = tuple[str, bytes | BinaryIO, str]
 _PATHS = {spec.request_type: spec.path for spec in DEFAULT_ROUTES}
@@ -180,10 +181,7 @@ class AsyncJobsClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            # Idle connections are dropped after 4 s, before a server on uvicorn's default 5 s
-            # keep-alive drops them: a submit (a POST, never retried) sent on a connection the
-            # server is closing would fail with a reset.
-            connector = aiohttp.TCPConnector(keepalive_timeout=4.0)
+            connector = aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE_SECONDS)
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 

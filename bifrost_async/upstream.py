@@ -28,6 +28,11 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+#: Seconds our HTTP clients (the upstream session, the Python client, webhook deliveries) keep an
+#: idle connection for reuse: below uvicorn's default keep-alive of 5 s, so that we, not the
+#: server, close an idle connection; a request sent just as the server closes one fails with a
+#: reset (and a POST is never retried).
+IDLE_KEEPALIVE_SECONDS = 4.0
 #: Request headers the proxy sets itself: ``host`` is the upstream's, ``expect`` was already
 #: answered to the client by the server in front of us.
 _REQUEST_DROP = frozenset({"host", "expect"})
@@ -44,10 +49,9 @@ class UpstreamOptions:
     read_timeout: float | None = 600.0
     #: Connections open to the upstream at once (the rest wait for one).
     connections: int = 100
-    #: Seconds an idle connection is kept for reuse. Keep it below the upstream's own idle
-    #: timeout (uvicorn's default is 5 s): whichever side closes an idle connection first must
-    #: be us, or a request sent as the upstream closes it fails with a reset.
-    keepalive: float = 4.0
+    #: Seconds an idle connection is kept for reuse; keep it below the upstream's own idle
+    #: timeout (see :data:`IDLE_KEEPALIVE_SECONDS`).
+    keepalive: float = IDLE_KEEPALIVE_SECONDS
     #: Path probed by ``/healthz``; any HTTP answer counts as "the upstream answers".
     health_path: str = "/"
     #: Seconds the health probe waits.

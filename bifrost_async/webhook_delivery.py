@@ -24,6 +24,8 @@ from typing import Literal
 import aiohttp
 import structlog
 
+from .upstream import IDLE_KEEPALIVE_SECONDS
+
 log = structlog.get_logger(__name__)
 
 Outcome = Literal["delivered", "failed", "dropped"]
@@ -111,9 +113,9 @@ class Dispatcher:
         return len(self._tasks)
 
     async def start(self) -> None:
-        # Idle connections go after 4 s, before a receiver on uvicorn's 5 s keep-alive closes
-        # them under a delivery (which would cost an attempt).
-        connector = aiohttp.TCPConnector(limit=self.policy.max_concurrent, keepalive_timeout=4.0)
+        connector = aiohttp.TCPConnector(
+            limit=self.policy.max_concurrent, keepalive_timeout=IDLE_KEEPALIVE_SECONDS
+        )
         self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
     async def stop(self) -> None:
