@@ -207,16 +207,25 @@ def _plugins(values: Mapping[str, Any]) -> tuple[list[Any], Callable[[Any], Any]
         metrics = MetricsPlugin()
         plugins.append(metrics)
         wrap, on_delivery = metrics.wrap, metrics.record_webhook
-    if values.get("webhooks"):
+    if values.get("webhooks") or values.get("admin_token"):
         from .webhooks import WebhooksPlugin, load_endpoints
 
+        endpoints = {}
+        if values.get("webhooks"):
+            try:
+                endpoints = load_endpoints(values["webhooks"])
+            except (OSError, ValueError, TypeError) as exc:
+                raise ConfigError(f"webhooks file {values['webhooks']}: {exc}") from None
         try:
-            endpoints = load_endpoints(values["webhooks"])
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"webhooks file {values['webhooks']}: {exc}") from None
-        plugins.append(
-            WebhooksPlugin(endpoints, public_url=values.get("public_url"), on_delivery=on_delivery)
-        )
+            plugin = WebhooksPlugin(
+                endpoints,
+                admin_token=values.get("admin_token"),
+                public_url=values.get("public_url"),
+                on_delivery=on_delivery,
+            )
+        except ValueError as exc:  # never quotes the token
+            raise ConfigError(str(exc)) from None
+        plugins.append(plugin)
     return plugins, wrap
 
 

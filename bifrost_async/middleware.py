@@ -21,6 +21,8 @@ from .runner import JobRunner
 from .safelog import exception_fields
 from .service import JobService
 from .store import JobStore, StoreContext
+from .webhook_api import admin_plugin
+from .webhook_api import handle as handle_admin
 
 log = structlog.get_logger(__name__)
 
@@ -182,7 +184,8 @@ class AsyncJobsMiddleware:
         if root and path.startswith(root):
             path = path[len(root) :]
         respond_async: RouteSpec | None = None
-        if not self.routes.owns(path):
+        admin = admin_plugin(self.pm, path)  # /api/webhooks, when the webhook plugin is on
+        if admin is None and not self.routes.owns(path):
             respond_async = sync_route(self.routes, path, scope)  # only with Prefer: respond-async
             if respond_async is None:
                 await self.app(scope, receive, send)
@@ -196,7 +199,10 @@ class AsyncJobsMiddleware:
 
         try:
             self._check_header_size(scope)
-            if respond_async is not None:
+            if admin is not None:
+                await self._endpoints()  # the store must be up
+                await handle_admin(admin, path, scope, receive, tracked_send)
+            elif respond_async is not None:
                 await self._respond_async(respond_async, scope, receive, tracked_send)
             else:
                 await self._handle(path, scope, receive, tracked_send)

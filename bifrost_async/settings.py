@@ -112,6 +112,9 @@ OPTIONS: tuple[Option, ...] = (
            "middleware", "SECRET"),
     Option("webhooks", str, None, "JSON file of webhook endpoints {name: {url, secret, enabled}}; "
            "a submit names one with x-bf-async-webhook", _JOBS, "plugins", "FILE"),
+    Option("admin_token", str, None, "turns on the webhook management API /api/webhooks; operators send "
+           "it as X-Bifrost-Setup-Token or Authorization: Bearer (prefer the env var)", _JOBS, "plugins",
+           "TOKEN"),
     Option("public_url", str, None, "this service's public base URL, for webhook result_url", _JOBS,
            "plugins", "URL"),
     Option("metrics", parse_bool, False, "serve Prometheus metrics at /metrics (on/off)", _JOBS, "plugins",

@@ -1,10 +1,13 @@
-"""Delivering signed webhook events: a bounded background pool with retries.
+"""Delivering signed webhook events: a bounded background pool with Bifrost's retry rule.
 
 The ``job_finished`` hook only *schedules* a delivery (an asyncio task) and returns, so a slow or
 dead receiver never holds a worker. At most ``max_concurrent`` attempts are in flight; at most
 ``max_pending`` events wait (beyond that new events are dropped and reported, so memory stays
-bounded). Each attempt has its own timeout and is re-signed with a fresh timestamp under the same
-``webhook-id``; a non-2xx answer or a network error is retried with capped exponential backoff.
+bounded). Each attempt is built afresh (the endpoint and the job as they are now), has the
+endpoint's timeout and is signed with a fresh timestamp under the same ``webhook-id``. Only no
+answer, 408, 429 and 5xx are retried, ``max_retries`` times with capped exponential back-off;
+any other non-2xx is permanent after one attempt. Endpoints without ``allow_private_network``
+are only called on public addresses (checked when connecting: an SSRF guard).
 Delivery is at-least-once for as long as the process lives: events still pending when shutdown's
 grace runs out, or when the process dies, are lost (there is no durable outbox).
 """
@@ -16,15 +19,20 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import random
+import socket
 import time
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
 import structlog
 
 from .upstream import IDLE_KEEPALIVE_SECONDS
+from .webhook_endpoints import private_address
 
 log = structlog.get_logger(__name__)
 
@@ -39,51 +47,84 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DeliveryPolicy:
-    """Retries, timeouts and bounds of webhook delivery (durations in seconds)."""
+    """Process-wide bounds of webhook delivery (durations in seconds). Retries, back-off and the
+    attempt timeout are per endpoint (:class:`Attempt`), with Bifrost's defaults."""
 
-    #: Attempts per event, the first included.
-    max_attempts: int = 8
-    #: Wait before the second attempt; doubled for each further one (with jitter), up to ``backoff_max``.
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    #: Time one attempt (connect, send, response headers) may take.
-    attempt_timeout: float = 10.0
     #: Attempts in flight at once.
     max_concurrent: int = 16
     #: Events waiting or in flight; beyond this new events are dropped.
     max_pending: int = 10_000
     #: At shutdown, time pending deliveries get before they are abandoned.
     shutdown_grace: float = 10.0
+    #: Multiplies every per-endpoint back-off (tests shrink Bifrost's 30 s to milliseconds).
+    backoff_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("max_attempts", "attempt_timeout", "max_concurrent", "max_pending"):
+        for name in ("max_concurrent", "max_pending"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.shutdown_grace < 0 or not 0 < self.backoff_scale <= 1:
+            raise ValueError("shutdown_grace must be >= 0 and backoff_scale in (0, 1]")
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential, capped,
-        with jitter in [50 %, 100 %] so many failing events do not retry in lockstep."""
-        delay: float = min(self.backoff_initial * 2.0 ** (attempt - 1), self.backoff_max)
-        return delay * random.uniform(0.5, 1.0)
+
+def backoff(retry: int, initial: float, ceiling: float) -> float:
+    """Bifrost's wait before retry number ``retry`` (1-based): ``initial * 2**(retry-1)`` capped at
+    ``ceiling``, with ±20 % jitter so failing deliveries do not retry in lockstep."""
+    delay = min(initial * 2.0 ** min(retry - 1, 60), ceiling)
+    return min(delay * random.uniform(0.8, 1.2), ceiling)
+
+
+def retryable(status: int | None) -> bool:
+    """Bifrost's rule: no answer, 408, 429 and 5xx are retried; other non-2xx are permanent
+    (3xx too: redirects are never followed)."""
+    return status is None or status in (408, 429) or status >= 500
 
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """One event for one endpoint, body already rendered (the same bytes on every attempt)."""
+    """One event for one endpoint; each attempt's request is built afresh by ``prepare``."""
 
+    endpoint_id: str
     webhook: str
-    url: str
-    key: bytes = dataclasses.field(repr=False)
     msg_id: str
     event: str
     job_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One attempt's request and the endpoint settings that govern it."""
+
+    url: str
+    key: bytes = dataclasses.field(repr=False)
     body: bytes = dataclasses.field(repr=False)
+    headers: dict[str, str] = dataclasses.field(repr=False)
+    allow_private_network: bool
+    max_retries: int
+    backoff_initial: float
+    backoff_max: float
+    timeout: float
+    #: Keep the body in the delivery history (the endpoint's ``record_request_body``).
+    record_body: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt got: ``status_code`` (``None``: no answer), ``error`` (no secret, no body),
+    ``outcome`` (Bifrost's: delivered, retryable_failure, permanent_failure, exhausted)."""
+
+    attempt_no: int
+    status_code: int | None
+    error: str
+    outcome: str
+    duration_ms: int
+    attempt: Attempt | None
 
 
 @dataclasses.dataclass(frozen=True)
 class DeliveryReport:
-    """What became of one event: ``delivered``, ``failed`` (attempts exhausted) or ``dropped``
-    (queue full, or abandoned at shutdown). ``status_code`` is the last answer, if any."""
+    """What became of one event: ``delivered``, ``failed`` (permanent or attempts exhausted) or
+    ``dropped`` (queue full, or abandoned at shutdown). ``status_code`` is the last answer."""
 
     webhook: str
     event: str
@@ -94,16 +135,61 @@ class DeliveryReport:
     status_code: int | None
 
 
+Prepare = Callable[[Message], Awaitable[Attempt | str]]
+Record = Callable[[Message, AttemptResult], Awaitable[None]]
+
+
+class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
+    """Resolves like aiohttp but refuses names that lead to a non-public address: checked at
+    connect time, so a DNS answer that changes after validation (rebinding) is still refused."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        answers = await self._inner.resolve(host, port, family)
+        if any(private_address(answer["host"]) for answer in answers):
+            raise OSError(f"webhook host {host} resolves to a private network address")
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def refused_literal(url: str, allow_private_network: bool) -> str | None:
+    """Why an IP-literal URL may not be called (aiohttp does not resolve literals), or ``None``."""
+    host = (urlsplit(url).hostname or "").strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.is_link_local or (not allow_private_network and private_address(str(ip))):
+        return "webhook URL points at a private network address"
+    return None
+
+
 class Dispatcher:
-    """Runs deliveries on asyncio tasks with one aiohttp session; :meth:`start` and :meth:`stop`
-    bracket its life (the webhook plugin calls them from the lifecycle hooks)."""
+    """Runs deliveries on asyncio tasks; :meth:`start` and :meth:`stop` bracket its life.
+
+    ``prepare`` builds each attempt from the endpoint and job as they are *now* (or returns why
+    no attempt can be made); ``record`` stores each attempt's result (history, counters)."""
 
     def __init__(
-        self, policy: DeliveryPolicy, *, on_delivery: Callable[[DeliveryReport], None] | None = None
+        self,
+        policy: DeliveryPolicy,
+        *,
+        prepare: Prepare,
+        record: Record,
+        on_delivery: Callable[[DeliveryReport], None] | None = None,
     ) -> None:
         self.policy = policy
+        self.prepare = prepare
+        self.record = record
         self.on_delivery = on_delivery
-        self._session: aiohttp.ClientSession | None = None
+        self._strict: aiohttp.ClientSession | None = None
+        self._private: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(policy.max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -113,13 +199,16 @@ class Dispatcher:
         return len(self._tasks)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.policy.max_concurrent, keepalive_timeout=IDLE_KEEPALIVE_SECONDS
-        )
-        self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        def session(resolver: aiohttp.abc.AbstractResolver | None) -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(
+                limit=self.policy.max_concurrent, keepalive_timeout=IDLE_KEEPALIVE_SECONDS, resolver=resolver
+            )
+            return aiohttp.ClientSession(connector=connector, raise_for_status=False)
+
+        self._strict, self._private = session(PublicOnlyResolver()), session(None)
 
     async def stop(self) -> None:
-        """Give pending deliveries ``shutdown_grace``, abandon the rest, close the session."""
+        """Give pending deliveries ``shutdown_grace``, abandon the rest, close the sessions."""
         if self._tasks:
             _, left = await asyncio.wait(set(self._tasks), timeout=self.policy.shutdown_grace)
             for task in left:
@@ -127,14 +216,15 @@ class Dispatcher:
             await asyncio.gather(*left, return_exceptions=True)
             if left:
                 log.warning("webhook.abandoned_at_shutdown", count=len(left))
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for held in (self._strict, self._private):
+            if held is not None:
+                await held.close()
+        self._strict = self._private = None
 
     def submit(self, message: Message) -> None:
-        """Schedule ``message`` and return at once (called from the ``job_finished`` hook)."""
-        if self._session is None or len(self._tasks) >= self.policy.max_pending:
-            reason = "not started" if self._session is None else "too many pending deliveries"
+        """Schedule ``message`` and return at once (from the ``job_finished`` hook or the API)."""
+        if self._strict is None or len(self._tasks) >= self.policy.max_pending:
+            reason = "not started" if self._strict is None else "too many pending deliveries"
             log.error("webhook.dropped", webhook=message.webhook, job_id=message.job_id, reason=reason)
             self._report(message, "dropped", 0, None)
             return
@@ -145,64 +235,98 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, message: Message) -> None:
-        status: int | None = None
-        attempt = 0
+        result: AttemptResult | None = None
+        attempt_no = 0
         try:
-            for attempt in range(1, self.policy.max_attempts + 1):
-                async with self._slots:  # only the attempt holds a slot, never the backoff wait
-                    status = await self._attempt(message, attempt)
-                if status is not None and 200 <= status < 300:
-                    log.info(
-                        "webhook.delivered", webhook=message.webhook, job_id=message.job_id, attempts=attempt
-                    )
-                    self._report(message, "delivered", attempt, status)
-                    return
-                if attempt < self.policy.max_attempts:
-                    await asyncio.sleep(self.policy.backoff(attempt))
+            while True:
+                attempt_no += 1
+                async with self._slots:  # only the attempt holds a slot, never the back-off wait
+                    result = await self.attempt_once(message, attempt_no)
+                await self._record(message, result)
+                if result.outcome != "retryable_failure" or result.attempt is None:
+                    break
+                scale = self.policy.backoff_scale
+                a = result.attempt
+                await asyncio.sleep(backoff(attempt_no, a.backoff_initial * scale, a.backoff_max * scale))
         except asyncio.CancelledError:
-            self._report(message, "dropped", attempt, status)
+            self._report(message, "dropped", attempt_no, result.status_code if result else None)
             raise
-        log.error("webhook.failed", webhook=message.webhook, job_id=message.job_id, attempts=attempt)
-        self._report(message, "failed", attempt, status)
+        status = result.status_code
+        if result.outcome == "delivered":
+            log.info("webhook.delivered", webhook=message.webhook, job_id=message.job_id, attempts=attempt_no)
+            self._report(message, "delivered", attempt_no, status)
+        else:
+            log.error("webhook.failed", webhook=message.webhook, job_id=message.job_id, attempts=attempt_no)
+            self._report(message, "failed", attempt_no, status)
 
-    async def _attempt(self, message: Message, attempt: int) -> int | None:
-        """One signed POST; its status, or ``None`` when it did not get an answer."""
-        assert self._session is not None
+    async def attempt_once(self, message: Message, attempt_no: int) -> AttemptResult:
+        """Build and send one signed attempt; classify it as Bifrost does."""
+        started = time.monotonic()
+        prepared = await self.prepare(message)
+        if isinstance(prepared, str):  # e.g. the endpoint was deleted or disabled meanwhile
+            return AttemptResult(attempt_no, None, prepared, "permanent_failure", 0, None)
+        status, error = await self.post(message, prepared)
+        if status is not None and 200 <= status < 300:
+            outcome = "delivered"
+        elif not retryable(status) or error.startswith("refused:"):
+            outcome = "permanent_failure"
+        else:
+            outcome = "exhausted" if attempt_no > prepared.max_retries else "retryable_failure"
+        duration = int((time.monotonic() - started) * 1000)
+        if outcome != "delivered":
+            log.warning(
+                "webhook.attempt_failed",
+                webhook=message.webhook,
+                job_id=message.job_id,
+                attempt=attempt_no,
+                status_code=status,
+                outcome=outcome,
+            )
+        return AttemptResult(attempt_no, status, error, outcome, duration, prepared)
+
+    async def post(self, message: Message, attempt: Attempt) -> tuple[int | None, str]:
+        """One signed POST: the receiver's status (``None``: no answer) and an error text."""
+        refused = refused_literal(attempt.url, attempt.allow_private_network)
+        if refused is not None:
+            return None, f"refused: {refused}"
+        session = self._private if attempt.allow_private_network else self._strict
+        assert session is not None
         stamp = int(time.time())
         headers = {
+            **attempt.headers,  # custom first: the reserved delivery headers below always win
             "content-type": "application/json",
-            "user-agent": "bifrost-async-webhooks",
+            "user-agent": "Bifrost-Webhooks/1.0",
             "webhook-id": message.msg_id,
             "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(message.key, message.msg_id, stamp, message.body),
+            "webhook-signature": sign(attempt.key, message.msg_id, stamp, attempt.body),
+            "X-Bifrost-Event": message.event,
         }
         try:
-            async with self._session.post(
-                message.url,
-                data=message.body,
+            async with session.post(
+                attempt.url,
+                data=attempt.body,
                 headers=headers,
                 allow_redirects=False,  # only the configured URL is ever called
-                timeout=aiohttp.ClientTimeout(total=self.policy.attempt_timeout),
+                timeout=aiohttp.ClientTimeout(total=attempt.timeout),
             ) as response:
                 status = response.status
+                if 200 <= status < 300:
+                    return status, ""
+                return status, f"receiver responded {status}"  # its body is not kept: it may hold data
+        except aiohttp.ClientConnectorError as exc:
+            private = isinstance(exc.os_error, OSError) and "private network" in str(exc.os_error)
+            return (
+                None,
+                "refused: webhook host resolves to a private network address" if private else "connect error",
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning(
-                "webhook.attempt_failed",
-                webhook=message.webhook,
-                job_id=message.job_id,
-                attempt=attempt,
-                error=type(exc).__name__,
-            )
-            return None
-        if not 200 <= status < 300:
-            log.warning(
-                "webhook.attempt_failed",
-                webhook=message.webhook,
-                job_id=message.job_id,
-                attempt=attempt,
-                status_code=status,
-            )
-        return status
+            return None, type(exc).__name__
+
+    async def _record(self, message: Message, result: AttemptResult) -> None:
+        try:
+            await self.record(message, result)
+        except Exception:
+            log.exception("webhook.record_failed", webhook=message.webhook, job_id=message.job_id)
 
     def _report(self, message: Message, outcome: Outcome, attempts: int, status: int | None) -> None:
         if self.on_delivery is None:

@@ -1,10 +1,12 @@
-"""Webhooks, Bifrost-compatible: a signed POST to a named endpoint when a job ends.
+"""Webhooks as Bifrost has them: a signed POST to a named endpoint when a job ends.
 
-A submit that carries ``x-bf-async-webhook: <name>`` names one of the endpoints configured on
+A submit that carries ``x-bf-async-webhook: <name>`` names one of the endpoints known to
 :class:`WebhooksPlugin`; an unknown or disabled name fails the submit with 400. When the job
-completes or fails, the plugin POSTs a thin JSON event to that endpoint's URL, signed the
-Standard Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature:
-v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``), with retries (see
+completes or fails, the plugin POSTs an event (``async_job.completed`` / ``async_job.failed``,
+in the body's ``event`` and the ``X-Bifrost-Event`` header; body in
+:mod:`bifrost_async.webhook_payload`) to that endpoint's URL, signed the Standard Webhooks
+way (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">``), with Bifrost's retry rule (see
 :mod:`bifrost_async.webhook_delivery`). Only configured URLs are ever called: the submitter
 picks a name, never a URL.
 
@@ -14,12 +16,15 @@ Lifecycle: the aiohttp session is opened by the ``async_jobs_startup`` hook and 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
 import hmac
 import json
+import secrets
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,9 +34,19 @@ import structlog
 from .capture import header_value
 from .errors import AsyncJobError
 from .hookspecs import hookimpl
-from .http import encode_json
 from .jobs import Job, JobStatus, rfc3339
-from .webhook_delivery import DeliveryPolicy, DeliveryReport, Dispatcher, Message, sign
+from .webhook_delivery import (
+    Attempt,
+    AttemptResult,
+    DeliveryPolicy,
+    DeliveryReport,
+    Dispatcher,
+    Message,
+    sign,
+)
+from .webhook_endpoints import EVENTS, Endpoint, Sealer, endpoint_from_request
+from .webhook_payload import attempt_for, render
+from .webhook_store import MemoryWebhookRecords, WebhookRecords, webhook_records
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +54,8 @@ log = structlog.get_logger(__name__)
 WEBHOOK_HEADER = b"x-bf-async-webhook"
 #: The ``Job.metadata`` key holding the webhook's name.
 METADATA_KEY = "webhook"
+#: The ``Job.metadata`` key holding the endpoint's id (its name may change later).
+ID_KEY = "webhook_id"
 SECRET_PREFIX = "whsec_"
 
 
@@ -72,18 +89,40 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: f
 
 @dataclasses.dataclass(frozen=True)
 class WebhookEndpoint:
-    """One named endpoint: where to POST, the signing secret (``whsec_<base64>``), on or off.
+    """One endpoint of the webhooks file / constructor: URL, signing secret (``whsec_<base64>``),
+    on or off, and Bifrost's per-endpoint settings (see :class:`~.webhook_endpoints.Endpoint`).
 
-    The secret is a credential: it is left out of ``repr`` and never logged."""
+    The secret and the custom header values are credentials: left out of ``repr``, never logged."""
 
     url: str
     secret: str = dataclasses.field(repr=False)
     enabled: bool = True
+    events: tuple[str, ...] = EVENTS
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    include_response: bool = False
+    allow_private_network: bool = False
+    record_request_body: bool = False
+    max_retries: int = 0
+    retry_backoff_initial_seconds: int = 0
+    retry_backoff_max_seconds: int = 0
+    attempt_timeout_seconds: int = 0
+    max_response_payload_kbs: int = 0
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must be http(s): {self.url!r}")
         decode_secret(self.secret)  # fail at configuration time, not at the first delivery
+        self.to_endpoint("check")
+
+    def to_endpoint(self, name: str) -> Endpoint:
+        """The managed form; ``ValueError`` naming the field if a setting is invalid."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del fields["secret"], fields["enabled"]
+        fields.update(
+            name=name, events=list(self.events), headers=dict(self.headers), disabled=not self.enabled
+        )
+        try:
+            return endpoint_from_request(fields, secret=self.secret)
+        except AsyncJobError as exc:
+            raise ValueError(f"{exc.body()['error'].get('param')}: {exc.message}") from None
 
     @property
     def key(self) -> bytes:
@@ -92,7 +131,7 @@ class WebhookEndpoint:
 
 
 def load_endpoints(path: str | Path) -> dict[str, WebhookEndpoint]:
-    """Endpoints from a JSON file ``{"name": {"url": ..., "secret": ..., "enabled": true}}``
+    """Endpoints from a JSON file ``{"name": {"url": ..., "secret": ..., "enabled": true, ...}}``
     (for the command line; keep the file readable by the service only: it holds secrets)."""
     data = json.loads(Path(path).read_text())
     return {name: WebhookEndpoint(**fields) for name, fields in data.items()}
@@ -104,30 +143,77 @@ def event_type(job: Job) -> str:
 
 
 class WebhooksPlugin:
-    """The webhook plugin: pass it as ``AsyncJobsMiddleware(app, plugins=[WebhooksPlugin({...})])``.
+    """The webhook plugin: ``AsyncJobsMiddleware(app, plugins=[WebhooksPlugin({...})])``.
 
-    ``endpoints`` maps names to :class:`WebhookEndpoint`. ``public_url`` (e.g.
-    ``https://api.example.com``) makes ``result_url`` absolute; without it the event carries the
-    poll path. ``inline_max_bytes`` caps the event size up to which ``result``/``error`` are
-    included inline. ``policy`` sets retries, timeouts and concurrency. ``on_delivery`` is called
-    with a :class:`DeliveryReport` once per event when it was delivered or given up (metrics).
-    One instance serves one middleware.
+    ``endpoints`` (names to :class:`WebhookEndpoint`) seed the endpoint set at start (a name
+    already in the set is left as the management API last left it). ``admin_token`` turns on the
+    management API ``/api/webhooks`` (:mod:`bifrost_async.webhook_api`) and keeps the set and the
+    delivery history in the job store when it has the :class:`WebhookRecords` capability, so every
+    instance sharing the store sees them (other instances pick up changes within
+    ``refresh_seconds``). ``public_url`` makes ``result_url`` absolute. ``policy`` bounds
+    concurrency; ``on_delivery`` gets a :class:`DeliveryReport` per event (metrics).
     """
 
     def __init__(
         self,
-        endpoints: Mapping[str, WebhookEndpoint],
+        endpoints: Mapping[str, WebhookEndpoint] | None = None,
         *,
+        admin_token: str | None = None,
         public_url: str | None = None,
-        inline_max_bytes: int = 64 * 1024,
         policy: DeliveryPolicy | None = None,
         on_delivery: Callable[[DeliveryReport], None] | None = None,
+        refresh_seconds: float = 2.0,
     ) -> None:
-        self.endpoints = dict(endpoints)
+        if admin_token is not None and len(admin_token) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+        if not 0.05 <= refresh_seconds <= 3600:
+            raise ValueError("refresh_seconds must be from 0.05 to 3600")
+        self.seed = {name: endpoint.to_endpoint(name) for name, endpoint in (endpoints or {}).items()}
+        self.admin_token = admin_token
         self.public_url = public_url.rstrip("/") if public_url else ""
-        self.inline_max_bytes = inline_max_bytes
-        self.dispatcher = Dispatcher(policy or DeliveryPolicy(), on_delivery=on_delivery)
+        self.refresh_seconds = refresh_seconds
+        # without an admin token nothing is shared, so a per-process key is enough
+        self.sealer = Sealer(admin_token or secrets.token_urlsafe(32))
+        self.records: WebhookRecords = MemoryWebhookRecords()
+        self.dispatcher = Dispatcher(
+            policy or DeliveryPolicy(), prepare=self.prepare, record=self.record, on_delivery=on_delivery
+        )
+        self.endpoints: dict[str, Endpoint] = dict(self.seed)  # by name; the submit hook's view
+        self._jobs: Any = None
         self._poll_paths: dict[str, str] = {}
+        self._refresher: asyncio.Task[None] | None = None
+
+    # -- the endpoint set ----------------------------------------------------------------------
+
+    async def load(self, endpoint_id: str) -> Endpoint | None:
+        """The endpoint as stored now (``None``: unknown, or sealed under another admin token)."""
+        document = await self.records.webhook_get(endpoint_id)
+        if document is None:
+            return None
+        try:
+            return self.sealer.load(document)
+        except ValueError:
+            log.error("webhook.unreadable_endpoint", endpoint_id=endpoint_id)
+            return None
+
+    async def refresh(self) -> None:
+        """Re-read the endpoint set for the submit hook (after changes made by other instances)."""
+        fresh: dict[str, Endpoint] = {}
+        for document in await self.records.webhook_all():
+            try:
+                endpoint = self.sealer.load(document)
+            except ValueError:
+                continue
+            fresh[endpoint.name] = endpoint
+        self.endpoints = fresh
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.refresh()
+            except Exception as exc:  # the store may be down for a while: keep the last view
+                log.warning("webhook.refresh_failed", error=type(exc).__name__)
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -138,22 +224,36 @@ class WebhooksPlugin:
             return None
         name = raw.decode("latin-1").strip()
         endpoint = self.endpoints.get(name)
-        if endpoint is None or not endpoint.enabled:
+        if endpoint is None or endpoint.disabled:
             shown = name if len(name) <= 100 else name[:100] + "..."
             why = "unknown" if endpoint is None else "disabled"
             raise AsyncJobError(
                 400, f"{why} webhook {shown!r}", code=f"{why}_webhook", param="x-bf-async-webhook"
             )
-        return {METADATA_KEY: name}
+        return {METADATA_KEY: name, ID_KEY: endpoint.id}
 
     @hookimpl
     async def async_jobs_startup(self, middleware: Any) -> None:
         routes = middleware.routes
         self._poll_paths = {spec.request_type: f"{routes.prefix}/{spec.path}" for spec in routes}
+        self._jobs = middleware.store
+        shared = webhook_records(middleware.store)
+        if self.admin_token is not None and shared is not None:
+            self.records = shared
+        elif self.admin_token is not None:
+            log.warning("webhook.records_not_shared", store=type(middleware.store).__name__)
+        for endpoint in self.seed.values():
+            await self.records.webhook_create(endpoint.id, endpoint.name, self.sealer.dump(endpoint))
+        await self.refresh()
         await self.dispatcher.start()
+        if self.records is shared:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     @hookimpl
     async def async_jobs_shutdown(self, middleware: Any) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
         await self.dispatcher.stop()
 
     @hookimpl
@@ -161,24 +261,17 @@ class WebhooksPlugin:
         name = job.metadata.get(METADATA_KEY)
         if name is None:
             return
+        event = event_type(job)
         endpoint = self.endpoints.get(name)
-        if endpoint is None or not endpoint.enabled:
-            log.warning("webhook.skipped", job_id=job.id, webhook=name, reason="unknown or disabled")
+        if endpoint is None or endpoint.disabled or event not in endpoint.events:
+            log.info("webhook.skipped", job_id=job.id, webhook=name, reason="gone, disabled or unsubscribed")
             return
-        message = Message(
-            webhook=name,
-            url=endpoint.url,
-            key=endpoint.key,
-            msg_id=f"msg_{job.id}",  # the same id on every attempt and every process: receivers dedupe on it
-            event=event_type(job),
-            job_id=job.id,
-            body=self.payload(job),
-        )
-        self.dispatcher.submit(message)
+        # one webhook-id per job on every attempt and every process: receivers dedupe on it
+        self.dispatcher.submit(Message(endpoint.id, name, f"msg_{job.id}", event, job.id))
 
     def openapi_submit_parameters(self) -> list[dict[str, Any]]:
         """The submit header this plugin adds, for the OpenAPI document (enabled names only)."""
-        names = sorted(name for name, endpoint in self.endpoints.items() if endpoint.enabled)
+        names = sorted(name for name, endpoint in self.endpoints.items() if not endpoint.disabled)
         if not names:
             return []
         return [
@@ -192,33 +285,41 @@ class WebhooksPlugin:
             }
         ]
 
-    # -- payload -------------------------------------------------------------------------------
+    # -- attempts ------------------------------------------------------------------------------
 
-    def payload(self, job: Job) -> bytes:
-        """The event body: thin, with ``result``/``error`` inline only under the size cap."""
-        poll = f"{self._poll_paths.get(job.request_type, '')}/{job.id}"
-        data: dict[str, Any] = {
-            "job_id": job.id,
-            "request_id": job.request_id,
-            "request_type": job.request_type,
-            "status": job.status.value,
-            "status_code": job.status_code,
-            "created_at": rfc3339(job.created_at),
-            "result_url": self.public_url + poll,
+    async def prepare(self, message: Message) -> Attempt | str:
+        """Build one attempt from the endpoint and the job as they are now (Bifrost re-reads both
+        per attempt: a rotated secret signs at once, an expired result is said to be expired)."""
+        endpoint = await self.load(message.endpoint_id)
+        if endpoint is None or endpoint.disabled:
+            return "webhook endpoint deleted or disabled"
+        job = await self._jobs.get(message.job_id) if self._jobs is not None else None
+        body = render(self, endpoint, message, job)
+        return attempt_for(endpoint, body)
+
+    async def record(self, message: Message, result: AttemptResult) -> None:
+        """Append the attempt to the history and count it on the endpoint."""
+        document: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "webhook_id": message.msg_id,
+            "endpoint_id": message.endpoint_id,
+            "async_job_id": message.job_id,
+            "event": message.event,
+            "attempt_no": result.attempt_no,
+            "outcome": result.outcome,
+            "status_code": result.status_code,
+            "error": result.error,
+            "duration_ms": result.duration_ms,
+            "created_at": rfc3339(time.time()),
         }
-        if job.completed_at is not None:
-            data["completed_at"] = rfc3339(job.completed_at)
-        if job.expires_at is not None:
-            data["expires_at"] = rfc3339(job.expires_at)
-        envelope = {
-            "type": event_type(job),
-            "timestamp": rfc3339(job.completed_at or time.time()),
-            "data": data,
-        }
-        thin = encode_json(envelope)
-        inline = "result" if job.status is JobStatus.COMPLETED else "error"
-        value = job.result if inline == "result" else job.error
-        if value is None:
-            return thin
-        full = encode_json({**envelope, "data": {**data, inline: value}})
-        return full if len(full) <= self.inline_max_bytes else thin
+        if result.attempt is not None and result.attempt.record_body:
+            document["request_body"] = result.attempt.body.decode("utf-8", "replace")
+        await self.records.webhook_add_delivery(message.endpoint_id, document["id"], json.dumps(document))
+        if result.attempt is not None:  # no receiver was tried: the counters do not move
+            await self.records.webhook_count(
+                message.endpoint_id, result.outcome == "delivered", result.status_code
+            )
+
+    def poll_path(self, request_type: str, job_id: str) -> str:
+        """Where the job's result is polled, absolute when ``public_url`` is set."""
+        return f"{self.public_url}{self._poll_paths.get(request_type, '')}/{job_id}"

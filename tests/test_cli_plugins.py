@@ -33,10 +33,20 @@ async def test_serve_with_webhooks_and_metrics(aiohttp_server: Any, tmp_path: Pa
     receiver = await aiohttp_server(receiver_app)
     hooks = tmp_path / "webhooks.json"
     hooks.write_text(
-        json.dumps({"billing": {"url": f"http://127.0.0.1:{receiver.port}/hook", "secret": SECRET}})
+        json.dumps(
+            {
+                "billing": {
+                    "url": f"http://127.0.0.1:{receiver.port}/hook",
+                    "secret": SECRET,
+                    "allow_private_network": True,
+                }
+            }
+        )
     )
 
+    token = "operator-token-0123456789"
     args = ("--webhooks", str(hooks), "--metrics", "on", "--public-url", "https://api.example.com")
+    args += ("--admin-token", token)
     async with run_proxy(f"http://127.0.0.1:{upstream.port}", *args) as proxy:
         async with httpx.AsyncClient(timeout=10) as client:
             unknown = await client.post(
@@ -56,12 +66,18 @@ async def test_serve_with_webhooks_and_metrics(aiohttp_server: Any, tmp_path: Pa
             expected = base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest()).decode()
             assert f"v1,{expected}" in headers["webhook-signature"].split()
             event = json.loads(body)
-            assert event["type"] == "async_job.completed"
+            assert event["event"] == "async_job.completed"
+            assert headers["X-Bifrost-Event"] == "async_job.completed"
             assert event["data"]["job_id"] == submitted.json()["id"]
             assert event["data"]["result_url"].startswith("https://api.example.com/v1/async/embeddings/")
             metrics = (await client.get(f"{proxy.url}/metrics")).text
+            # the file seeded the managed set, which the management API lists to operators only
+            managed = await client.get(f"{proxy.url}/api/webhooks", headers={"X-Bifrost-Setup-Token": token})
+            assert [e["name"] for e in managed.json()["endpoints"]] == ["billing"]
+            assert (await client.get(f"{proxy.url}/api/webhooks")).status_code == 401
         await proxy.stop()
         logs = proxy.logs()
     assert 'bifrost_async_jobs_submitted_total{request_type="embedding"} 1.0' in metrics
     assert 'bifrost_async_jobs_finished_total{request_type="embedding",status="completed"} 1.0' in metrics
+    assert token not in logs
     assert SECRET not in logs and base64.b64encode(KEY).decode() not in logs

@@ -31,13 +31,17 @@ DIARIZE = RouteSpec(
 
 
 def make_middleware() -> AsyncJobsMiddleware:
-    # a webhook endpoint nobody listens on: one quick refused attempt per event, then given up
+    # a webhook endpoint nobody listens on: two quick refused attempts per event, then given up
     webhooks = WebhooksPlugin(
         {
-            "billing": WebhookEndpoint(url="http://127.0.0.1:9/hook", secret=SECRET),
-            "paused": WebhookEndpoint(url="http://127.0.0.1:9/hook", secret=SECRET, enabled=False),
+            "billing": WebhookEndpoint(
+                url="http://127.0.0.1:9/hook", secret=SECRET, allow_private_network=True, max_retries=1
+            ),
+            "paused": WebhookEndpoint(
+                url="http://127.0.0.1:9/hook", secret=SECRET, allow_private_network=True, enabled=False
+            ),
         },
-        policy=DeliveryPolicy(max_attempts=1, attempt_timeout=2, shutdown_grace=1),
+        policy=DeliveryPolicy(shutdown_grace=1, backoff_scale=0.001),
     )
     return AsyncJobsMiddleware(
         make_app(),

@@ -27,6 +27,7 @@ from bifrost_async.store import (
     page_of,
 )
 from bifrost_async.waiters import Waiters, wait_for_job
+from bifrost_async.webhook_store import MemoryWebhookRecords
 
 
 def _copy(job: Job) -> Job:
@@ -52,14 +53,16 @@ def _job_size(job: Job) -> int:
     return JOB_OVERHEAD + job.result_bytes
 
 
-class MemoryStore:
+class MemoryStore(MemoryWebhookRecords):
     """In-process job store. Jobs are copied in and out, so callers never share a record.
+    It also keeps the managed webhook endpoints and their history (:class:`WebhookRecords`).
 
     ``max_bytes`` bounds the bytes of stored jobs as :data:`JOB_OVERHEAD` plus each job's
     ``result_bytes``; 0 means no bound.
     """
 
     def __init__(self, clock: Callable[[], float], max_jobs: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        super().__init__()
         self._clock = clock
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes

@@ -29,12 +29,14 @@ from .events import listen
 from .guard import guard
 from .listing import list_jobs
 from .options import RedisStoreOptions
+from .webhooks import RedisWebhookRecords
 
 log = structlog.get_logger(__name__)
 
 
-class RedisJobStore:
-    """Jobs in Redis, shared by every process that points at the same server and prefix."""
+class RedisJobStore(RedisWebhookRecords):
+    """Jobs in Redis, shared by every process that points at the same server and prefix; also
+    the managed webhook endpoints and their history (:mod:`bifrost_async_redis.webhooks`)."""
 
     def __init__(self, options: RedisStoreOptions, *, clock: Callable[[], float], max_jobs: int) -> None:
         self.options = options
