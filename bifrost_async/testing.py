@@ -27,6 +27,9 @@ import pytest_asyncio
 
 from .jobs import Job, JobStatus, new_job_id
 from .store import JobStore, StoreContext, StoreFactory, StoreFull
+from .testing_webhooks import (
+    WebhookRecordsContract as WebhookRecordsContract,  # re-exported: the store capability's contract
+)
 
 
 class FakeClock:

@@ -12,6 +12,8 @@ import httpx
 import pytest
 import uvicorn
 
+from .webhook_support import Receiver
+
 
 class RunningServer:
     """A uvicorn server serving ``app`` on 127.0.0.1 and an ephemeral port."""
@@ -66,3 +68,19 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     """A real HTTP client (no ASGI shortcut)."""
     async with httpx.AsyncClient(timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+async def receiver_factory() -> AsyncIterator[Any]:
+    receivers: list[Receiver] = []
+
+    async def make(statuses: list[int], **kwargs: Any) -> Receiver:
+        receiver = Receiver(statuses, **kwargs)
+        await receiver.start()
+        receivers.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in receivers:
+        assert receiver.runner is not None
+        await receiver.runner.cleanup()

@@ -10,9 +10,17 @@ import pytest
 from bifrost_async.default_plugins.memory import JOB_OVERHEAD, MemoryStore, memory_store
 from bifrost_async.jobs import JobStatus
 from bifrost_async.store import StoreContext, StoreFactory, StoreFull
-from bifrost_async.testing import FakeClock, StoreContract, make_job
+from bifrost_async.testing import FakeClock, StoreContract, WebhookRecordsContract, make_job
 
 from .helpers import build_stack
+
+
+class TestMemoryWebhookRecords(WebhookRecordsContract):
+    """The memory store keeps the managed webhook endpoints too."""
+
+    @pytest.fixture
+    def records(self) -> MemoryStore:
+        return MemoryStore(clock=FakeClock(), max_jobs=10)
 
 
 class TestMemoryStore(StoreContract):

@@ -43,6 +43,15 @@ redis.call('HDEL', KEYS[1], cjson.decode(doc)['name'])
 redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 """
+_ADD = """
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+while redis.call('LLEN', KEYS[1]) > tonumber(ARGV[4]) do
+  redis.call('DEL', ARGV[5] .. redis.call('RPOP', KEYS[1]))
+end
+return 1
+"""
 _COUNT = """
 if ARGV[1] == '1' then
   redis.call('HINCRBY', KEYS[1], 'successes', 1)
@@ -104,7 +113,7 @@ class RedisWebhookRecords:
     async def webhook_replace(self, endpoint_id: str, name: str, document: str) -> Replaced:
         keys = [self._wh("names"), self._wh("ep", endpoint_id)]
         answer = await self._eval(_REPLACE, keys, [name, endpoint_id, document])
-        done = _text(answer) if isinstance(answer, bytes) else str(answer)
+        done = _text(answer)
         return "ok" if done == "ok" else "conflict" if done == "conflict" else "missing"
 
     async def webhook_delete(self, endpoint_id: str) -> bool:
@@ -112,14 +121,10 @@ class RedisWebhookRecords:
         return bool(await self._eval(_DELETE, keys, []))
 
     async def webhook_add_delivery(self, endpoint_id: str, delivery_id: str, document: str) -> None:
-        listing = self._wh("dl", endpoint_id)
-        with guard():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._wh("d", delivery_id), document, ex=HISTORY_SECONDS)
-                pipe.lpush(listing, delivery_id)
-                pipe.ltrim(listing, 0, HISTORY_PER_ENDPOINT - 1)
-                pipe.expire(listing, HISTORY_SECONDS)
-                await pipe.execute()
+        # the oldest records beyond the bound go with their ids, so they cannot be redelivered
+        keys = [self._wh("dl", endpoint_id), self._wh("d", delivery_id)]
+        args = [delivery_id, document, str(HISTORY_SECONDS), str(HISTORY_PER_ENDPOINT), self._wh("d", "")]
+        await self._eval(_ADD, keys, args)
 
     async def webhook_deliveries(self, endpoint_id: str, offset: int, limit: int) -> tuple[list[str], int]:
         listing = self._wh("dl", endpoint_id)
