@@ -168,7 +168,8 @@ def openapi_document(
     """The OpenAPI 3.1 document for ``routes`` (a :class:`RouteTable`).
 
     A plugin among ``plugins`` that has an ``openapi_submit_parameters()`` method adds the
-    OpenAPI parameters it returns to every submit (the webhook plugin documents its header)."""
+    OpenAPI parameters it returns to every submit (the webhook plugin documents its header); one
+    with an ``openapi_paths()`` method adds the paths it returns (the webhook management API)."""
     from . import __version__  # the package imports the middleware, which imports this module
 
     extra: list[dict[str, Any]] = []
@@ -184,6 +185,10 @@ def openapi_document(
         paths[base] = {"post": submit, "get": listing, "head": _head_of(listing)}
         paths[f"{base}/{{job_id}}"] = {"get": poll, "head": _head_of(poll), "delete": cancel}
         paths[f"{base}/{{job_id}}/result"] = {"get": result, "head": _head_of(result)}
+    for plugin in plugins:
+        more = getattr(plugin, "openapi_paths", None)
+        if callable(more):
+            paths.update(more())
     return {
         "openapi": "3.1.0",
         "info": {

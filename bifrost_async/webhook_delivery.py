@@ -19,24 +19,23 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-import ipaddress
 import random
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from collections.abc import Callable
 
 import aiohttp
 import aiohttp.abc
 import structlog
 
 from .upstream import IDLE_KEEPALIVE_SECONDS
-from .webhook_endpoints import private_address
+from .webhook_messages import Attempt as Attempt
+from .webhook_messages import AttemptResult as AttemptResult
+from .webhook_messages import DeliveryReport as DeliveryReport
+from .webhook_messages import Message as Message
+from .webhook_messages import Outcome, Prepare, Record
+from .webhook_network import PublicOnlyResolver, refused_literal
 
 log = structlog.get_logger(__name__)
-
-Outcome = Literal["delivered", "failed", "dropped"]
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -78,96 +77,6 @@ def retryable(status: int | None) -> bool:
     """Bifrost's rule: no answer, 408, 429 and 5xx are retried; other non-2xx are permanent
     (3xx too: redirects are never followed)."""
     return status is None or status in (408, 429) or status >= 500
-
-
-@dataclasses.dataclass(frozen=True)
-class Message:
-    """One event for one endpoint; each attempt's request is built afresh by ``prepare``."""
-
-    endpoint_id: str
-    webhook: str
-    msg_id: str
-    event: str
-    job_id: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Attempt:
-    """One attempt's request and the endpoint settings that govern it."""
-
-    url: str
-    key: bytes = dataclasses.field(repr=False)
-    body: bytes = dataclasses.field(repr=False)
-    headers: dict[str, str] = dataclasses.field(repr=False)
-    allow_private_network: bool
-    max_retries: int
-    backoff_initial: float
-    backoff_max: float
-    timeout: float
-    #: Keep the body in the delivery history (the endpoint's ``record_request_body``).
-    record_body: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class AttemptResult:
-    """What one attempt got: ``status_code`` (``None``: no answer), ``error`` (no secret, no body),
-    ``outcome`` (Bifrost's: delivered, retryable_failure, permanent_failure, exhausted)."""
-
-    attempt_no: int
-    status_code: int | None
-    error: str
-    outcome: str
-    duration_ms: int
-    attempt: Attempt | None
-
-
-@dataclasses.dataclass(frozen=True)
-class DeliveryReport:
-    """What became of one event: ``delivered``, ``failed`` (permanent or attempts exhausted) or
-    ``dropped`` (queue full, or abandoned at shutdown). ``status_code`` is the last answer."""
-
-    webhook: str
-    event: str
-    job_id: str
-    msg_id: str
-    outcome: Outcome
-    attempts: int
-    status_code: int | None
-
-
-Prepare = Callable[[Message], Awaitable[Attempt | str]]
-Record = Callable[[Message, AttemptResult], Awaitable[None]]
-
-
-class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
-    """Resolves like aiohttp but refuses names that lead to a non-public address: checked at
-    connect time, so a DNS answer that changes after validation (rebinding) is still refused."""
-
-    def __init__(self) -> None:
-        self._inner = aiohttp.ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[Any]:
-        answers = await self._inner.resolve(host, port, family)
-        if any(private_address(answer["host"]) for answer in answers):
-            raise OSError(f"webhook host {host} resolves to a private network address")
-        return answers
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def refused_literal(url: str, allow_private_network: bool) -> str | None:
-    """Why an IP-literal URL may not be called (aiohttp does not resolve literals), or ``None``."""
-    host = (urlsplit(url).hostname or "").strip("[]")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if ip.is_link_local or (not allow_private_network and private_address(str(ip))):
-        return "webhook URL points at a private network address"
-    return None
 
 
 class Dispatcher:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from .http import encode_json
 from .jobs import Job, JobStatus, rfc3339
+from .webhook_config import decode_secret
 from .webhook_delivery import Attempt, Message
 from .webhook_endpoints import Endpoint
 
@@ -71,8 +72,6 @@ def sample(paths: PollPaths, endpoint: Endpoint, event: str, job_id: str) -> byt
 
 def attempt_for(endpoint: Endpoint, body: bytes) -> Attempt:
     """The attempt's request and the endpoint settings that govern it."""
-    from .webhooks import decode_secret
-
     return Attempt(
         url=endpoint.url,
         key=decode_secret(endpoint.secret),

@@ -17,16 +17,11 @@ Lifecycle: the aiohttp session is opened by the ``async_jobs_startup`` hook and 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import dataclasses
-import hmac
 import json
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -35,6 +30,13 @@ from .capture import header_value
 from .errors import AsyncJobError
 from .hookspecs import hookimpl
 from .jobs import Job, JobStatus, rfc3339
+
+# re-exported: the public names of this module before the split
+from .webhook_config import SECRET_PREFIX as SECRET_PREFIX
+from .webhook_config import WebhookEndpoint as WebhookEndpoint
+from .webhook_config import decode_secret as decode_secret
+from .webhook_config import load_endpoints as load_endpoints
+from .webhook_config import verify as verify
 from .webhook_delivery import (
     Attempt,
     AttemptResult,
@@ -42,9 +44,8 @@ from .webhook_delivery import (
     DeliveryReport,
     Dispatcher,
     Message,
-    sign,
 )
-from .webhook_endpoints import EVENTS, Endpoint, Sealer, endpoint_from_request
+from .webhook_endpoints import Endpoint, Sealer
 from .webhook_payload import attempt_for, render
 from .webhook_store import MemoryWebhookRecords, WebhookRecords, webhook_records
 
@@ -56,85 +57,6 @@ WEBHOOK_HEADER = b"x-bf-async-webhook"
 METADATA_KEY = "webhook"
 #: The ``Job.metadata`` key holding the endpoint's id (its name may change later).
 ID_KEY = "webhook_id"
-SECRET_PREFIX = "whsec_"
-
-
-def decode_secret(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret ``whsec_<base64>`` (the prefix is optional).
-
-    Raises ``ValueError`` without quoting the secret."""
-    raw = secret.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a webhook secret must be 'whsec_' followed by base64") from None
-    if len(key) < 16:
-        raise ValueError("a webhook secret must decode to at least 16 bytes")
-    return key
-
-
-def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: float = 300) -> bool:
-    """True if ``body`` with these ``webhook-*`` headers was signed with ``secret`` within
-    ``tolerance`` seconds of now: what a receiver runs (any of several signatures may match)."""
-    try:
-        msg_id, stamp = headers["webhook-id"], int(headers["webhook-timestamp"])
-    except (KeyError, ValueError):
-        return False
-    if abs(time.time() - stamp) > tolerance:
-        return False
-    expected = sign(decode_secret(secret), msg_id, stamp, body)
-    candidates = headers.get("webhook-signature", "").split()
-    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
-
-
-@dataclasses.dataclass(frozen=True)
-class WebhookEndpoint:
-    """One endpoint of the webhooks file / constructor: URL, signing secret (``whsec_<base64>``),
-    on or off, and Bifrost's per-endpoint settings (see :class:`~.webhook_endpoints.Endpoint`).
-
-    The secret and the custom header values are credentials: left out of ``repr``, never logged."""
-
-    url: str
-    secret: str = dataclasses.field(repr=False)
-    enabled: bool = True
-    events: tuple[str, ...] = EVENTS
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
-    include_response: bool = False
-    allow_private_network: bool = False
-    record_request_body: bool = False
-    max_retries: int = 0
-    retry_backoff_initial_seconds: int = 0
-    retry_backoff_max_seconds: int = 0
-    attempt_timeout_seconds: int = 0
-    max_response_payload_kbs: int = 0
-
-    def __post_init__(self) -> None:
-        decode_secret(self.secret)  # fail at configuration time, not at the first delivery
-        self.to_endpoint("check")
-
-    def to_endpoint(self, name: str) -> Endpoint:
-        """The managed form; ``ValueError`` naming the field if a setting is invalid."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del fields["secret"], fields["enabled"]
-        fields.update(
-            name=name, events=list(self.events), headers=dict(self.headers), disabled=not self.enabled
-        )
-        try:
-            return endpoint_from_request(fields, secret=self.secret)
-        except AsyncJobError as exc:
-            raise ValueError(f"{exc.body()['error'].get('param')}: {exc.message}") from None
-
-    @property
-    def key(self) -> bytes:
-        """The decoded HMAC key."""
-        return decode_secret(self.secret)
-
-
-def load_endpoints(path: str | Path) -> dict[str, WebhookEndpoint]:
-    """Endpoints from a JSON file ``{"name": {"url": ..., "secret": ..., "enabled": true, ...}}``
-    (for the command line; keep the file readable by the service only: it holds secrets)."""
-    data = json.loads(Path(path).read_text())
-    return {name: WebhookEndpoint(**fields) for name, fields in data.items()}
 
 
 def event_type(job: Job) -> str:
@@ -262,12 +184,15 @@ class WebhooksPlugin:
         if name is None:
             return
         event = event_type(job)
-        endpoint = self.endpoints.get(name)
+        by_id = job.metadata.get(ID_KEY)  # the id survives a rename made while the job ran
+        endpoint = next((e for e in self.endpoints.values() if e.id == by_id), None) or self.endpoints.get(
+            name
+        )
         if endpoint is None or endpoint.disabled or event not in endpoint.events:
             log.info("webhook.skipped", job_id=job.id, webhook=name, reason="gone, disabled or unsubscribed")
             return
         # one webhook-id per job on every attempt and every process: receivers dedupe on it
-        self.dispatcher.submit(Message(endpoint.id, name, f"msg_{job.id}", event, job.id))
+        self.dispatcher.submit(Message(endpoint.id, endpoint.name, f"msg_{job.id}", event, job.id))
 
     def openapi_submit_parameters(self) -> list[dict[str, Any]]:
         """The submit header this plugin adds, for the OpenAPI document (enabled names only)."""
@@ -284,6 +209,12 @@ class WebhooksPlugin:
                 "x-extension": True,
             }
         ]
+
+    def openapi_paths(self) -> dict[str, Any]:
+        """The management API's paths, for the OpenAPI document (only when it is on)."""
+        from .webhook_openapi import admin_paths
+
+        return admin_paths() if self.admin_token is not None else {}
 
     # -- attempts ------------------------------------------------------------------------------
 

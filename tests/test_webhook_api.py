@@ -197,3 +197,13 @@ async def test_rotate_secret_and_test_fire(
     assert verify(new, last["headers"], last["raw"])
     assert not verify(old, last["headers"], last["raw"])  # the old secret stops verifying
     assert (await http.post(f"{api}/nope/rotate-secret", headers=ADMIN)).status_code == 404
+
+
+async def test_openapi_documents_the_api_only_when_it_is_on(serve: Any, http: httpx.AsyncClient) -> None:
+    stack, _, _ = await admin_stack(serve)
+    paths = (await http.get(f"{stack.url}/v1/async/openapi.json")).json()["paths"]
+    assert {"get", "post"} <= set(paths["/api/webhooks"])
+    assert "post" in paths["/api/webhooks/deliveries/{id}/redeliver"]
+    assert paths["/api/webhooks"]["post"]["responses"]["409"]
+    off = await build_stack(serve, plugins=(WebhooksPlugin(),))
+    assert "/api/webhooks" not in (await http.get(f"{off.url}/v1/async/openapi.json")).json()["paths"]
