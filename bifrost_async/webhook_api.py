@@ -28,6 +28,8 @@ from .webhooks import WebhooksPlugin
 PREFIX = "/api/webhooks"
 MAX_BODY = 64 * 1024
 MAX_PAGE = 100
+#: Endpoints one store holds: the set is read whole on every refresh and listing.
+MAX_ENDPOINTS = 1000
 
 
 def admin_plugin(pm: pluggy.PluginManager, path: str) -> WebhooksPlugin | None:
@@ -168,6 +170,13 @@ class _Api:
 
     async def create(self, *, body: Any, **_: Any) -> tuple[int, Any]:
         endpoint = endpoint_from_request(body, secret=new_secret())
+        if len(await self.records.webhook_all()) >= MAX_ENDPOINTS:
+            raise AsyncJobError(
+                400,
+                f"at most {MAX_ENDPOINTS} webhook endpoints may exist",
+                code="too_many_webhooks",
+                param="name",
+            )
         if not await self.records.webhook_create(
             endpoint.id, endpoint.name, self.plugin.sealer.dump(endpoint)
         ):

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
+from bifrost_async.cli import main
 from bifrost_async.webhooks import WebhooksPlugin, verify
 
 from .helpers import build_stack
@@ -207,3 +209,20 @@ async def test_openapi_documents_the_api_only_when_it_is_on(serve: Any, http: ht
     assert paths["/api/webhooks"]["post"]["responses"]["409"]
     off = await build_stack(serve, plugins=(WebhooksPlugin(),))
     assert "/api/webhooks" not in (await http.get(f"{off.url}/v1/async/openapi.json")).json()["paths"]
+
+
+def test_a_short_admin_token_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--upstream", "http://127.0.0.1:9", "--admin-token", "short-token"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least 16 characters" in err and "short-token" not in err
+
+
+async def test_endpoint_count_is_bounded(serve: Any, http: httpx.AsyncClient, monkeypatch: Any) -> None:
+    monkeypatch.setattr("bifrost_async.webhook_api.MAX_ENDPOINTS", 2)
+    _, _, api = await admin_stack(serve)
+    for n in range(2):
+        assert (
+            await http.post(api, headers=ADMIN, json=spec("http://127.0.0.1:9/h", name=f"e{n}"))
+        ).status_code == 201
+    refused = await http.post(api, headers=ADMIN, json=spec("http://127.0.0.1:9/h", name="e2"))
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_many_webhooks"
