@@ -243,7 +243,15 @@ class _Api:
         # history outlives its endpoint (as in Bifrost): no existence check
         page, total = await self.records.webhook_deliveries(ident, offset, limit)
         deliveries = [json.loads(document) for document in page]
-        return 200, {"deliveries": deliveries, "total_count": total, "limit": limit, "offset": offset}
+        # Bifrost's search result shape: the page under "pagination", newest first
+        pagination = {
+            "limit": limit,
+            "offset": offset,
+            "sort_by": "timestamp",
+            "order": "desc",
+            "total_count": total,
+        }
+        return 200, {"deliveries": deliveries, "pagination": pagination}
 
     async def redeliver(self, *, ident: str, **_: Any) -> tuple[int, Any]:
         document = await self.records.webhook_delivery(ident)

@@ -138,7 +138,7 @@ async def test_history_counters_redeliver_and_disabled_refusal(
     assert (await reports.wait_for(job_id)).outcome == "failed"  # 404: permanent, one attempt
 
     history = (await http.get(f"{api}/{endpoint_id}/deliveries", headers=ADMIN)).json()
-    assert history["total_count"] == 1
+    assert history["pagination"]["total_count"] == 1
     first = history["deliveries"][0]
     assert (first["outcome"], first["status_code"], first["attempt_no"]) == ("permanent_failure", 404, 1)
     assert first["async_job_id"] == job_id and first["event"] == "async_job.completed"
@@ -158,7 +158,7 @@ async def test_history_counters_redeliver_and_disabled_refusal(
     assert counters["last_status_code"] == 200 and "last_success_at" in counters
 
     newest = (await http.get(f"{api}/{endpoint_id}/deliveries", headers=ADMIN, params={"limit": 1})).json()
-    assert newest["total_count"] == 2 and newest["deliveries"][0]["outcome"] == "delivered"
+    assert newest["pagination"]["total_count"] == 2 and newest["deliveries"][0]["outcome"] == "delivered"
     await http.put(f"{api}/{endpoint_id}", headers=ADMIN, json=spec(receiver.url, disabled=True))
     refused = await http.post(f"{api}/deliveries/{first['id']}/redeliver", headers=ADMIN)
     assert refused.status_code == 400 and "disabled" in refused.json()["error"]["message"]

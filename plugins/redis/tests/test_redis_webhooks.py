@@ -78,7 +78,7 @@ async def test_two_instances_share_endpoints_and_secrets(redis_url: str) -> None
             assert not verify(old, last["headers"], last["raw"])
 
             history = (await http.get(f"{a.url}/api/webhooks/{endpoint_id}/deliveries", headers=ADMIN)).json()
-            assert history["total_count"] == 2  # B's attempts, seen from A
+            assert history["pagination"]["total_count"] == 2  # B's attempts, seen from A
             assert (await http.get(f"{a.url}/api/webhooks/{endpoint_id}", headers=ADMIN)).json()[
                 "successes"
             ] == 2
