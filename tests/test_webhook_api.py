@@ -3,14 +3,25 @@ receiver: every call and its errors, history and counters, redeliver, rotate, te
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
 
+from bifrost_async import AsyncJobsMiddleware
 from bifrost_async.cli import main
+from bifrost_async.openapi import openapi_document
+from bifrost_async.webhook_openapi import admin_paths
 from bifrost_async.webhooks import WebhooksPlugin, verify
 
+from .apps import make_app
 from .helpers import build_stack
 from .webhook_support import FAST, Reports
 
@@ -226,3 +237,43 @@ async def test_endpoint_count_is_bounded(serve: Any, http: httpx.AsyncClient, mo
         ).status_code == 201
     refused = await http.post(api, headers=ADMIN, json=spec("http://127.0.0.1:9/h", name="e2"))
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_many_webhooks"
+
+
+def _admin_middleware() -> AsyncJobsMiddleware:
+    return AsyncJobsMiddleware(make_app(), plugins=[WebhooksPlugin(policy=FAST, admin_token=TOKEN)])
+
+
+@pytest.fixture(scope="module")
+def admin_url() -> Iterator[str]:
+    """The management API on uvicorn in a thread of its own (schemathesis's client blocks)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(_admin_middleware(), log_level="warning", lifespan="on", timeout_keep_alive=300)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    started = threading.Event()
+    while not started.wait(0.01):  # uvicorn has no ready callback; its flag flips once it listens
+        if server.started:
+            started.set()
+        elif not thread.is_alive():
+            raise RuntimeError("uvicorn exited before it started")
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(30)
+    sock.close()
+
+
+admin_schema = schemathesis.openapi.from_dict(
+    {**openapi_document(_admin_middleware().routes), "paths": admin_paths()}
+)
+
+
+@admin_schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_management_api_never_answers_500(case: Any, admin_url: str) -> None:
+    """Whatever an operator sends, the answer is a clear 2xx/4xx in the error shape, never a 500."""
+    response = case.call(base_url=admin_url, headers=ADMIN)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"]
