@@ -27,7 +27,9 @@ import aiohttp
 import aiohttp.abc
 import structlog
 
+from .store import StoreError
 from .upstream import IDLE_KEEPALIVE_SECONDS
+from .webhook_endpoints import TUNING
 from .webhook_messages import Attempt as Attempt
 from .webhook_messages import AttemptResult as AttemptResult
 from .webhook_messages import DeliveryReport as DeliveryReport
@@ -77,6 +79,12 @@ def retryable(status: int | None) -> bool:
     """Bifrost's rule: no answer, 408, 429 and 5xx are retried; other non-2xx are permanent
     (3xx too: redirects are never followed)."""
     return status is None or status in (408, 429) or status >= 500
+
+
+#: Retries and back-off when an attempt cannot even be built (the store is unreachable).
+DEFAULT_RETRIES = TUNING["max_retries"][0]
+DEFAULT_BACKOFF = float(TUNING["retry_backoff_initial_seconds"][0])
+DEFAULT_CEILING = float(TUNING["retry_backoff_max_seconds"][0])
 
 
 class Dispatcher:
@@ -152,11 +160,14 @@ class Dispatcher:
                 async with self._slots:  # only the attempt holds a slot, never the back-off wait
                     result = await self.attempt_once(message, attempt_no)
                 await self._record(message, result)
-                if result.outcome != "retryable_failure" or result.attempt is None:
+                if result.outcome != "retryable_failure":
                     break
+                a = result.attempt  # None when the store could not be read: Bifrost's defaults
+                initial, ceiling = (
+                    (a.backoff_initial, a.backoff_max) if a else (DEFAULT_BACKOFF, DEFAULT_CEILING)
+                )
                 scale = self.policy.backoff_scale
-                a = result.attempt
-                await asyncio.sleep(backoff(attempt_no, a.backoff_initial * scale, a.backoff_max * scale))
+                await asyncio.sleep(backoff(attempt_no, initial * scale, ceiling * scale))
         except asyncio.CancelledError:
             self._report(message, "dropped", attempt_no, result.status_code if result else None)
             raise
@@ -171,7 +182,11 @@ class Dispatcher:
     async def attempt_once(self, message: Message, attempt_no: int) -> AttemptResult:
         """Build and send one signed attempt; classify it as Bifrost does."""
         started = time.monotonic()
-        prepared = await self.prepare(message)
+        try:
+            prepared = await self.prepare(message)
+        except StoreError:  # the store is down for now: not the receiver's fault, try again later
+            outcome = "retryable_failure" if attempt_no <= DEFAULT_RETRIES else "exhausted"
+            return AttemptResult(attempt_no, None, "job store unavailable", outcome, 0, None)
         if isinstance(prepared, str):  # e.g. the endpoint was deleted or disabled meanwhile
             return AttemptResult(attempt_no, None, prepared, "permanent_failure", 0, None)
         status, error = await self.post(message, prepared)

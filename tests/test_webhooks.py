@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bifrost_async.store import StoreUnavailable
 from bifrost_async.webhook_delivery import DeliveryPolicy
 from bifrost_async.webhooks import WebhookEndpoint, WebhooksPlugin, verify
 
@@ -231,3 +232,22 @@ def test_endpoint_config_rejects_bad_settings_without_quoting_secrets() -> None:
         local("http://127.0.0.1:1/x", max_retries=-1)
     with pytest.raises(ValueError, match="events"):
         local("http://127.0.0.1:1/x", events=("async_job.started",))
+
+
+async def test_an_unreachable_store_is_retried_not_given_up(
+    serve: Any, http: httpx.AsyncClient, receiver_factory: Any
+) -> None:
+    receiver = await receiver_factory([200])
+    stack, reports = await webhook_stack(serve, {"billing": local(receiver.url)})
+    plugin = next(p for p in stack.middleware.pm.get_plugins() if isinstance(p, WebhooksPlugin))
+    real, failures = plugin.records.webhook_get, [StoreUnavailable("redis is restarting")]
+
+    async def flaky(endpoint_id: str) -> str | None:
+        if failures:
+            raise failures.pop()
+        return await real(endpoint_id)
+
+    plugin.records.webhook_get = flaky  # type: ignore[method-assign]
+    submitted = await stack.submit(http, "embeddings", json=BODY, headers=HOOK)
+    report = await reports.wait_for(submitted.json()["id"])
+    assert (report.outcome, report.attempts, len(receiver.attempts)) == ("delivered", 2, 1)
