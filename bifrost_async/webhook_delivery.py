@@ -116,13 +116,16 @@ class Dispatcher:
         return len(self._tasks)
 
     async def start(self) -> None:
-        def session(resolver: aiohttp.abc.AbstractResolver | None) -> aiohttp.ClientSession:
+        def session(resolver: aiohttp.abc.AbstractResolver) -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(
                 limit=self.policy.max_concurrent, keepalive_timeout=IDLE_KEEPALIVE_SECONDS, resolver=resolver
             )
             return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
-        self._strict, self._private = session(PublicOnlyResolver()), session(None)
+        self._strict, self._private = (
+            session(PublicOnlyResolver()),
+            session(PublicOnlyResolver(private_ok=True)),
+        )
 
     async def stop(self) -> None:
         """Give pending deliveries ``shutdown_grace``, abandon the rest, close the sessions."""

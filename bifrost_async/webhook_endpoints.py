@@ -55,10 +55,22 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def _unwrapped(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(address)
+    # ::ffff:169.254.169.254 reaches the IPv4 address: judge that one
+    return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+
+
 def private_address(address: str) -> bool:
     """True for loopback, private, link-local, reserved, multicast or unspecified addresses."""
-    ip = ipaddress.ip_address(address)
+    ip = _unwrapped(address)
     return not ip.is_global or ip.is_multicast
+
+
+def link_local(address: str) -> bool:
+    """True for link-local addresses (cloud metadata services): refused even for private
+    networks, as Bifrost does."""
+    return _unwrapped(address).is_link_local
 
 
 def check_url(url: Any, allow_private_network: bool) -> str:
@@ -85,7 +97,7 @@ def check_url(url: Any, allow_private_network: bool) -> str:
         literal = ipaddress.ip_address(parts.hostname)
     except ValueError:
         literal = None
-    if literal is not None and literal.is_link_local:
+    if literal is not None and link_local(str(literal)):
         raise invalid("url", "webhook URL must not point at a link-local address")
     if literal is not None and not allow_private_network and private_address(str(literal)):
         raise invalid("url", "webhook URL points at a private network (set allow_private_network)")

@@ -13,21 +13,23 @@ from urllib.parse import urlsplit
 import aiohttp
 import aiohttp.abc
 
-from .webhook_endpoints import private_address
+from .webhook_endpoints import link_local, private_address
 
 
 class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
-    """Resolves like aiohttp but refuses names that lead to a non-public address: checked at
-    connect time, so a DNS answer that changes after validation (rebinding) is still refused."""
+    """Resolves like aiohttp but refuses names that lead to a non-public address (with
+    ``private_ok``: only link-local ones): checked at connect time, so a DNS answer that changes
+    after validation (rebinding) is still refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, private_ok: bool = False) -> None:
         self._inner = aiohttp.ThreadedResolver()
+        self._refused = link_local if private_ok else private_address
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[Any]:
         answers = await self._inner.resolve(host, port, family)
-        if any(private_address(answer["host"]) for answer in answers):
+        if any(self._refused(answer["host"]) for answer in answers):
             raise OSError(f"webhook host {host} resolves to a private network address")
         return answers
 
@@ -42,6 +44,6 @@ def refused_literal(url: str, allow_private_network: bool) -> str | None:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
-    if ip.is_link_local or (not allow_private_network and private_address(str(ip))):
+    if link_local(str(ip)) or (not allow_private_network and private_address(str(ip))):
         return "webhook URL points at a private network address"
     return None

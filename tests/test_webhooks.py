@@ -251,3 +251,11 @@ async def test_an_unreachable_store_is_retried_not_given_up(
     submitted = await stack.submit(http, "embeddings", json=BODY, headers=HOOK)
     report = await reports.wait_for(submitted.json()["id"])
     assert (report.outcome, report.attempts, len(receiver.attempts)) == ("delivered", 2, 1)
+
+
+def test_link_local_is_refused_even_with_allow_private_network() -> None:
+    for url in ("http://169.254.169.254/latest", "http://[::ffff:169.254.169.254]/x", "http://[fe80::1]/x"):
+        with pytest.raises(ValueError, match="link-local"):
+            local(url)
+    with pytest.raises(ValueError, match="private network"):  # an IPv4-mapped loopback is loopback
+        WebhookEndpoint(url="https://[::ffff:127.0.0.1]/x", secret=SECRET)
