@@ -21,8 +21,6 @@ from .runner import JobRunner
 from .safelog import exception_fields
 from .service import JobService
 from .store import JobStore, StoreContext
-from .webhook_api import admin_plugin
-from .webhook_api import handle as handle_admin
 
 log = structlog.get_logger(__name__)
 
@@ -184,7 +182,11 @@ class AsyncJobsMiddleware:
         if root and path.startswith(root):
             path = path[len(root) :]
         respond_async: RouteSpec | None = None
-        admin = admin_plugin(self.pm, path)  # /api/webhooks, when the webhook plugin is on
+        admin = None
+        if path == "/api/webhooks" or path.startswith("/api/webhooks/"):
+            from .webhook_api import admin_plugin  # here: apps without webhooks never load it
+
+            admin = admin_plugin(self.pm, path)  # the management API, when the webhook plugin is on
         if admin is None and not self.routes.owns(path):
             respond_async = sync_route(self.routes, path, scope)  # only with Prefer: respond-async
             if respond_async is None:
@@ -200,8 +202,10 @@ class AsyncJobsMiddleware:
         try:
             self._check_header_size(scope)
             if admin is not None:
+                from .webhook_api import handle
+
                 await self._endpoints()  # the store must be up
-                await handle_admin(admin, path, scope, receive, tracked_send)
+                await handle(admin, path, scope, receive, tracked_send)
             elif respond_async is not None:
                 await self._respond_async(respond_async, scope, receive, tracked_send)
             else:
