@@ -168,7 +168,7 @@ class WebhooksPlugin:
             await self.records.webhook_create(endpoint.id, endpoint.name, self.sealer.dump(endpoint))
         await self.refresh()
         await self.dispatcher.start()
-        if self.records is shared:
+        if self.records is shared and not isinstance(shared, MemoryWebhookRecords):  # others may change it
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     @hookimpl
