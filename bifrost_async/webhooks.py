@@ -104,6 +104,8 @@ class WebhooksPlugin:
         self._jobs: Any = None
         self._poll_paths: dict[str, str] = {}
         self._refresher: asyncio.Task[None] | None = None
+        #: Set after each re-read of the endpoint set (tests wait on it instead of sleeping).
+        self.refreshed = asyncio.Event()
 
     # -- the endpoint set ----------------------------------------------------------------------
 
@@ -128,6 +130,7 @@ class WebhooksPlugin:
                 continue
             fresh[endpoint.name] = endpoint
         self.endpoints = fresh
+        self.refreshed.set()
 
     async def _refresh_forever(self) -> None:
         while True:

@@ -44,7 +44,7 @@ async def test_two_instances_share_endpoints_and_secrets(redis_url: str) -> None
     instances: list[tuple[WebhooksPlugin, Reports, RunningServer]] = []
     for _ in range(2):
         reports = Reports()
-        plugin = WebhooksPlugin(policy=FAST, on_delivery=reports, admin_token=TOKEN)
+        plugin = WebhooksPlugin(policy=FAST, on_delivery=reports, admin_token=TOKEN, refresh_seconds=0.05)
         middleware = AsyncJobsMiddleware(
             make_app(), plugins=[plugin], store="redis", store_options={"url": redis_url, "sweep_interval": 0}
         )
@@ -61,7 +61,9 @@ async def test_two_instances_share_endpoints_and_secrets(redis_url: str) -> None
             listed = (await http.get(f"{b.url}/api/webhooks", headers=ADMIN)).json()
             assert [e["id"] for e in listed["endpoints"]] == [endpoint_id]  # B sees A's endpoint
 
-            await plugin_b.refresh()  # what B's refresh loop does every refresh_seconds
+            while "billing" not in plugin_b.endpoints:  # B's refresh loop picks A's change up
+                plugin_b.refreshed.clear()
+                await asyncio.wait_for(plugin_b.refreshed.wait(), 10)
             hook = {"x-bf-async-webhook": "billing"}
             job = {"model": "m", "input": "x"}
             first = await http.post(f"{b.url}/v1/async/embeddings", json=job, headers=hook)
@@ -95,4 +97,3 @@ async def test_two_instances_share_endpoints_and_secrets(redis_url: str) -> None
             await server.stop()
         assert receiver.runner is not None
         await receiver.runner.cleanup()
-        await asyncio.sleep(0)
