@@ -125,7 +125,7 @@ async def test_network_error_and_attempt_timeout_are_retried(
     serve: Any, http: httpx.AsyncClient, receiver_factory: Any
 ) -> None:
     receiver = await receiver_factory([503, 503, 200], hang_first=True)
-    endpoint = local(receiver.url, attempt_timeout_seconds=1)
+    endpoint = local(receiver.url, attempt_timeout_seconds=3)  # generous: only the hang may time out
     stack, reports = await webhook_stack(serve, {"billing": endpoint})
     submitted = await stack.submit(http, "embeddings", json=BODY, headers=HOOK)
     report = await reports.wait_for(submitted.json()["id"])
