@@ -104,10 +104,11 @@ return 1
 #: milliseconds or "", the notification channel, then the statuses the stored job may be in
 #: (already narrowed by the caller to those from which the move is forward, so the transition
 #: rules live in one place: ``bifrost_async.jobs.may_move``).
-#: Returns 1 when written, 0 when the job is missing, expired or in another status. A write of a
-#: terminal status publishes the id on the channel (waiters and runners everywhere wake) and
-#: gives the job's claim the job's expiry; a write that sets the expiry also trims the indexes of
-#: expired jobs and refits their key expiry.
+#: Returns 1 when written or when this very record is stored already (a retry after a lost reply
+#: must not report its own write as a failure), 0 when the job is missing, expired or in another
+#: status. A write of a terminal status publishes the id on the channel (waiters and runners
+#: everywhere wake) and gives the job's claim the job's expiry; a write that sets the expiry also
+#: trims the indexes of expired jobs and refits their key expiry.
 UPDATE = (
     _HELPERS
     + """
@@ -116,6 +117,8 @@ local id, record, status, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local current = redis.call('HMGET', job, 'status', 'expires_at')
 if not current[1] then return 0 end
 if current[2] and tonumber(current[2]) <= now then return 0 end
+-- the very record again: a retry after a lost reply, whose first attempt landed (success)
+if redis.call('HGET', job, 'record') == record then return 1 end
 local allowed = false
 for i = 9, #ARGV do
   if ARGV[i] == current[1] then allowed = true break end

@@ -221,6 +221,8 @@ class RedisJobStore:
         if not held:
             return None, True
         held_id, held_fingerprint, _ = (held.decode() if isinstance(held, bytes) else str(held)).split("|")
+        if held_id == job_id:
+            return None, True  # our own claim, seen by a retry after a lost reply: still ours
         return held_id, held_fingerprint == fingerprint
 
     async def list_jobs(
