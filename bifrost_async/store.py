@@ -130,7 +130,9 @@ class JobStore(Protocol):
         (``created_at``, then ``id``, descending), optionally only those in ``status``.
 
         ``cursor`` is ``None`` for the first page or a ``next_cursor`` this store returned;
-        returns up to ``limit`` jobs and the cursor of the next page (``None`` on the last).
+        returns up to ``limit`` jobs and the cursor of the next page (``None`` on the last). A
+        store may bound one call's work: then a page may be short, even empty, with a cursor
+        (:func:`encode_position` makes one after the last entry it examined).
         Raises :class:`ValueError` for a cursor it did not make. Jobs removed or added between
         pages never make a page repeat or skip a job that was listed before.
         """
@@ -146,7 +148,13 @@ def list_key(job: Job) -> tuple[float, str]:
 
 def encode_cursor(job: Job) -> str:
     """An opaque cursor that resumes a listing after ``job``."""
-    raw = f"{job.created_at!r}|{job.id}".encode()
+    return encode_position(job.created_at, job.id)
+
+
+def encode_position(created_at: float, job_id: str) -> str:
+    """An opaque cursor that resumes a listing after the position ``(created_at, job_id)``, for a
+    store that stops a scan before it fills a page (the next page starts after what it read)."""
+    raw = f"{created_at!r}|{job_id}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
