@@ -202,14 +202,15 @@ return false
 #: KEYS: job, jobs index, leases index. ARGV: id.
 #: The sweep's repair of a job whose hash vanished outside our scripts (evicted under memory
 #: pressure, ``DEL`` by an operator): its ``+inf`` entry in the jobs index would hold a place in
-#: the bound for good. Removes the id from both indexes and refits the jobs index's expiry, only
-#: if the hash is really gone (checked here, atomically, so a live job is never dropped).
-#: Returns 1 when repaired, 0 when the job exists.
+#: the bound for good. Drops the id's lease entry (stale either way: the caller found no live
+#: job), and only if the hash is really gone (checked here, atomically, so a job that still
+#: exists is never dropped) its place in the jobs index, refitting that key's expiry.
+#: Returns 1 when the place was freed, 0 when the job's hash exists.
 FORGET_VANISHED = (
     _HELPERS
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 fit(KEYS[2])
 return 1

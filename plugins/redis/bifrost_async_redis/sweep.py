@@ -62,8 +62,8 @@ async def sweep_once(store: RedisJobStore) -> list[str]:
 
 
 async def forget_vanished(store: RedisJobStore, job_id: str) -> bool:
-    """Drop a job whose hash is gone from the bound and the leases index; ``False`` (nothing
-    changed) if the hash exists after all."""
+    """Drop the lease entry of a job :meth:`~RedisJobStore.get` did not find and, if its hash
+    is gone, its place in the bound; ``False`` if the hash exists (an expired job)."""
     forget = store.redis.register_script(scripts.FORGET_VANISHED)  # only hashes the script
     with store.guard():
         repaired = await forget(keys=[store.job_key(job_id), store.jobs_key, store.leases_key], args=[job_id])
