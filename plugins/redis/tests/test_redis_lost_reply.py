@@ -31,21 +31,27 @@ OWNER = {"Authorization": "Bearer sk-test-lost-reply"}
 class ReplyDropper:
     """A TCP proxy to Redis that drops exactly one success reply to an armed write.
 
-    :meth:`arm` names a job status; the next ``EVALSHA`` that carries it as an argument (the
-    update script's status, sent as a bulk string ``$n\\r\\n<status>\\r\\n``) is forwarded, and if
+    :meth:`arm` names a job status; the next ``EVALSHA`` that carries it as an argument (a
+    script's status, sent as a bulk string ``$n\\r\\n<status>\\r\\n``) is forwarded, and if
     Redis answers ``:1`` (written), both connections are closed before the reply reaches the
-    client. Any other reply (``NOSCRIPT`` before the script is loaded, ``:0``) passes through."""
+    client. Any other reply (``NOSCRIPT`` before the script is loaded, ``:0``) passes through.
+    :meth:`arm_claim` does the same for the idempotency claim script, whose success is nil."""
 
     def __init__(self, redis_port: int) -> None:
         self.redis_port = redis_port
         self.port = 0
         self._marker: bytes | None = None
+        self._success: tuple[bytes, ...] = (b":1\r\n",)
         self.dropped = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def arm(self, status: str) -> None:
-        self._marker = f"\r\n{status}\r\n".encode()
+        self._marker, self._success = f"\r\n{status}\r\n".encode(), (b":1\r\n",)
+
+    def arm_claim(self) -> None:
+        # the claim key; success is "not held before": nil, in RESP2 or (redis-py 8) RESP3
+        self._marker, self._success = b"idem:", (b"$-1\r\n", b"_\r\n")
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
@@ -75,7 +81,7 @@ class ReplyDropper:
             while data := await server_r.read(65536):
                 if pending["drop"]:
                     pending["drop"] = False
-                    if data.startswith(b":1\r\n") and self._marker is not None:
+                    if data.startswith(self._success) and self._marker is not None:
                         self._marker = None  # exactly one reply is lost
                         self.dropped.set()
                         client_w.transport.abort()
@@ -151,11 +157,12 @@ async def answer(request: Request) -> JSONResponse:
     return JSONResponse({"choices": [{"message": {"content": "hello"}}]})
 
 
-@pytest.mark.parametrize("lost", ["processing", "completed"])
+@pytest.mark.parametrize("lost", ["pending", "processing", "completed"])
 async def test_a_lost_reply_to_a_write_that_landed_is_still_success(
     lost: str, dropper: ReplyDropper, stack: Callable[..., tuple[httpx.AsyncClient, Observer]]
 ) -> None:
-    """``processing``: the start's reply is lost (before the fix the runner gave the running job
+    """``pending``: the create's reply is lost (already idempotent, kept as a guard);
+    ``processing``: the start's reply is lost (before the fix the runner gave the running job
     up); ``completed``: the outcome's reply is lost (before, no observer heard of the end)."""
     client, observer = stack(answer)
     dropper.arm(lost)
@@ -202,3 +209,20 @@ async def test_a_cancel_whose_reply_is_lost_stays_a_cancel(
     assert polled.status_code == 200, polled.text  # still there: cancelled, not deleted
     assert polled.json()["status"] == "failed"
     assert "job_cancelled" in str(polled.json()["error"])
+
+
+async def test_a_lost_reply_to_an_idempotency_claim_still_accepts_the_submit(
+    dropper: ReplyDropper, stack: Callable[..., tuple[httpx.AsyncClient, Observer]]
+) -> None:
+    """Before the fix, the retried claim found the claim it had just taken, for its own job id,
+    and the submit answered 409 "still being accepted" (and every retry too, until it lapsed)."""
+    client, observer = stack(answer)
+    dropper.arm_claim()
+    headers = {**OWNER, "Idempotency-Key": "lost-claim-reply"}
+    submitted = await client.post(SUBMIT, json=BODY, headers=headers)
+    assert dropper.dropped.is_set()
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    await asyncio.wait_for(observer.finished_event.wait(), 20)
+    again = await client.post(SUBMIT, json=BODY, headers=headers)  # the key now names this job
+    assert again.json()["id"] == job_id
