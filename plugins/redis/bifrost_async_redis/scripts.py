@@ -117,8 +117,9 @@ local id, record, status, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local current = redis.call('HMGET', job, 'status', 'expires_at')
 if not current[1] then return 0 end
 if current[2] and tonumber(current[2]) <= now then return 0 end
--- the very record again: a retry after a lost reply, whose first attempt landed (success)
-if redis.call('HGET', job, 'record') == record then return 1 end
+-- the very record again: a retry after a lost reply, whose first attempt landed (success);
+-- the status is compared first, so a refused write never loads a large finished record
+if current[1] == status and redis.call('HGET', job, 'record') == record then return 1 end
 local allowed = false
 for i = 9, #ARGV do
   if ARGV[i] == current[1] then allowed = true break end
