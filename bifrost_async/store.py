@@ -48,8 +48,8 @@ class JobStore(Protocol):
     already stored, exactly, succeed; :meth:`claim_idempotency_key` for the job that already holds
     the claim grants it again; :meth:`delete` of a job already gone is ``False`` with nothing left
     to undo. Otherwise a retry sees its own write and reports failure, and the runner abandons a
-    job that is in fact running. Records carry their writer's timestamps, so two different writers
-    never write the very same record.
+    job that is in fact running. Records carry their writer's timestamps, so in practice two
+    different writers never write the very same record.
     """
 
     async def start(self) -> None:

@@ -103,7 +103,7 @@ class MemoryStore:
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
         current = self._jobs.get(job.id)
-        if current is not None and current == job:
+        if current is not None and current.status is job.status and current == job:
             return True  # the same record again: a repeated write succeeds (idempotency rule)
         if current is None or current.status not in expect or not may_move(current.status, job.status):
             return False
