@@ -41,6 +41,15 @@ class JobStore(Protocol):
     A store never sees a credential or a request body: a :class:`~bifrost_async.jobs.Job` holds
     neither. All methods may raise :class:`StoreUnavailable`; ``create`` may raise
     :class:`StoreFull`. ``bifrost_async.testing.StoreContract`` checks these rules.
+
+    **Every write is idempotent**: repeating a write whose reply was lost (a network store's
+    client retries a command when the connection drops after the command was sent) reports the
+    same success as the first attempt. :meth:`create` and :meth:`update` of a record that is
+    already stored, exactly, succeed; :meth:`claim_idempotency_key` for the job that already holds
+    the claim grants it again; :meth:`delete` of a job already gone is ``False`` with nothing left
+    to undo. Otherwise a retry sees its own write and reports failure, and the runner abandons a
+    job that is in fact running. Records carry their writer's timestamps, so in practice two
+    different writers never write the very same record.
     """
 
     async def start(self) -> None:
@@ -50,7 +59,8 @@ class JobStore(Protocol):
         """Release connections; called once at shutdown."""
 
     async def create(self, job: Job) -> None:
-        """Store a new job. Its id is fresh; a store may refuse an id it already holds."""
+        """Store a new job. Its id is fresh; a store may refuse (``ValueError``) an id it already
+        holds with another record, but storing the very same record again succeeds (idempotent)."""
 
     async def get(self, job_id: str) -> Job | None:
         """The job, or ``None`` if unknown or expired (``expires_at`` reached by the clock)."""
@@ -61,8 +71,9 @@ class JobStore(Protocol):
 
         Atomic: of two racing updates with the same ``expect``, at most one succeeds. Returns
         ``False`` (and changes nothing) if the job is missing, expired, in another status, or
-        the move would go backwards. When ``job.expires_at`` is set, the store forgets the job
-        at that time.
+        the move would go backwards, except that a live stored record equal to ``job`` is
+        success whatever ``expect`` says: the write being repeated has landed already. When
+        ``job.expires_at`` is set, the store forgets the job at that time.
 
         A successful update to a terminal status notifies :meth:`wait` callers in every process
         sharing the store (that notification is also how a runner learns that a job it runs was
@@ -85,7 +96,8 @@ class JobStore(Protocol):
     async def delete(self, job_id: str) -> bool:
         """Remove the job whatever its status, with its idempotency claim, and wake its waiters.
 
-        Returns ``True`` if a live job was removed, ``False`` if it was unknown or expired.
+        Returns ``True`` if a live job was removed, ``False`` if it was unknown or expired
+        (including a repeated delete: the job is gone either way, which is all a caller needs).
         Atomic: a racing :meth:`update` either lands before (and is removed) or finds no job.
         """
 
@@ -97,7 +109,9 @@ class JobStore(Protocol):
 
         Atomic (``SET NX``): of two racing claims, exactly one gets ``(None, True)``. When a live
         claim exists, returns ``(its job id, its fingerprint == fingerprint)`` and changes
-        nothing. A claim lives while its job lives: :meth:`create` of a job whose
+        nothing, except that a claim already held for ``job_id`` itself is granted again as
+        ``(None, True)`` (a repeated claim; job ids are fresh, so nobody else holds one for
+        it). A claim lives while its job lives: :meth:`create` of a job whose
         ``idempotency_claim`` is ``claim`` makes it permanent, the job's expiry expires it,
         :meth:`delete` removes it; a claim whose job is never created lapses after ``ttl``
         seconds.
@@ -116,7 +130,9 @@ class JobStore(Protocol):
         (``created_at``, then ``id``, descending), optionally only those in ``status``.
 
         ``cursor`` is ``None`` for the first page or a ``next_cursor`` this store returned;
-        returns up to ``limit`` jobs and the cursor of the next page (``None`` on the last).
+        returns up to ``limit`` jobs and the cursor of the next page (``None`` on the last). A
+        store may bound one call's work: then a page may be short, even empty, with a cursor
+        (:func:`encode_position` makes one after the last entry it examined).
         Raises :class:`ValueError` for a cursor it did not make. Jobs removed or added between
         pages never make a page repeat or skip a job that was listed before.
         """
@@ -132,7 +148,13 @@ def list_key(job: Job) -> tuple[float, str]:
 
 def encode_cursor(job: Job) -> str:
     """An opaque cursor that resumes a listing after ``job``."""
-    raw = f"{job.created_at!r}|{job.id}".encode()
+    return encode_position(job.created_at, job.id)
+
+
+def encode_position(created_at: float, job_id: str) -> str:
+    """An opaque cursor that resumes a listing after the position ``(created_at, job_id)``, for a
+    store that stops a scan before it fills a page (the next page starts after what it read)."""
+    raw = f"{created_at!r}|{job_id}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 

@@ -182,6 +182,33 @@ class StoreContract:
         assert got is not None and got.lease_expires_at == running.lease_expires_at
 
     @pytest.mark.asyncio
+    async def test_repeated_writes_succeed(self, store: JobStore, clock: FakeClock) -> None:
+        """The idempotency rule: a write repeated after a lost reply reports success again."""
+        job = make_job(clock, idempotency_claim="claim-r")
+        assert await store.claim_idempotency_key("claim-r", "fp", job.id, 30) == (None, True)
+        assert await store.claim_idempotency_key("claim-r", "fp", job.id, 30) == (None, True)
+        await store.create(job)
+        await store.create(job)  # the same record again: no "exists already"
+        assert await store.claim_idempotency_key("claim-r", "fp", job.id, 30) == (None, True)
+        running = processing(job, clock)
+        for _ in range(2):  # start, then the retried start that finds its own write
+            assert await store.update(running, expect=(JobStatus.PENDING,))
+        running.lease_expires_at = clock() + 99
+        for _ in range(2):  # a lease renewal, then its retry
+            assert await store.update(running, expect=(JobStatus.PROCESSING,))
+        done = finished(running, clock, result={"text": "x"})
+        for _ in range(2):  # the outcome, then its retry
+            assert await store.update(done, expect=(JobStatus.PROCESSING,))
+        assert await store.get(job.id) == done
+        # a different record is still refused: only the very same write repeats
+        assert not await store.update(
+            finished(running, clock, result={"other": 1}), expect=(JobStatus.PROCESSING,)
+        )
+        assert await store.delete(job.id)
+        assert not await store.delete(job.id)  # repeated: gone either way
+        assert not await store.update(done, expect=(JobStatus.PROCESSING,))  # gone: no resurrection
+
+    @pytest.mark.asyncio
     async def test_racing_updates_only_one_wins(self, store: JobStore, clock: FakeClock) -> None:
         job = make_job(clock)
         await store.create(job)

@@ -56,6 +56,8 @@ class DictStore:
 
     async def create(self, job: Job) -> None:
         async with self.lock:
+            if self._live(job.id) == job:
+                return  # the same record again (a retried write): success, as the contract says
             for job_id in list(self.jobs):
                 self._live(job_id)  # drop expired jobs before judging the bound
             if len(self.jobs) >= self.max_jobs:
@@ -72,6 +74,8 @@ class DictStore:
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
         async with self.lock:
             current = self._live(job.id)
+            if current is not None and current == job:
+                return True  # the same record again (a retried write): success
             if current is None or current.status not in expect or not may_move(current.status, job.status):
                 return False
             self.jobs[job.id] = Job.from_record(job.to_record())
@@ -99,6 +103,8 @@ class DictStore:
     ) -> tuple[str | None, bool]:
         async with self.lock:
             held = self.claims.get(claim)
+            if held is not None and held[0] == job_id:
+                return None, True  # a retried claim for the same job: still granted
             # a claim lives while its job does, or until it lapses if its job was never created
             if held is not None and (self._live(held[0]) is not None or self.clock() < held[2]):
                 return held[0], held[1] == fingerprint

@@ -85,7 +85,10 @@ class MemoryStore(MemoryWebhookRecords):
         self._waiters.wake_all()
 
     async def create(self, job: Job) -> None:
-        if job.id in self._jobs:
+        held = self._jobs.get(job.id)
+        if held is not None and held == job:
+            return  # the same record again: a repeated create succeeds (JobStore's idempotency rule)
+        if held is not None:
             raise ValueError(f"job {job.id} exists already")
         if self._refusal(job) is not None:
             self._jobs.expire()  # expired jobs do not count: drop them, then judge again
@@ -103,6 +106,8 @@ class MemoryStore(MemoryWebhookRecords):
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
         current = self._jobs.get(job.id)
+        if current is not None and current.status is job.status and current == job:
+            return True  # the same record again: a repeated write succeeds (idempotency rule)
         if current is None or current.status not in expect or not may_move(current.status, job.status):
             return False
         self._jobs[job.id] = _copy(job)
@@ -140,6 +145,8 @@ class MemoryStore(MemoryWebhookRecords):
         if len(self._claims) > self.max_jobs:
             self._prune_claims(now)
         held = self._claims.get(claim)
+        if held is not None and held[0] == job_id:
+            return None, True  # a repeated claim for the same job: granted again, unchanged
         if held is not None and self._claim_live(held, now):
             return held[0], held[1] == fingerprint
         self._claims[claim] = (job_id, fingerprint, now + ttl)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from bifrost_async import hookimpl
 from bifrost_async.plugins import notify
 from bifrost_async.store import StoreContext, StoreFactory
@@ -19,6 +20,8 @@ from .options import RedisStoreOptions
 from .store import RedisJobStore
 
 __version__ = "0.1.0"
+
+log = structlog.get_logger(__name__)
 
 
 def redis_store(context: StoreContext) -> RedisJobStore:
@@ -39,8 +42,21 @@ def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
 def async_jobs_startup(middleware: Any) -> None:
     """Connect a started Redis store's sweep to this middleware: a job the sweep fails reaches the
     ``job_finished`` observers (webhooks, metrics) like one failed on poll, and a job this
-    process still holds is never swept, even if a Redis outage made it miss a lease renewal."""
+    process still holds is never swept, even if a Redis outage made it miss a lease renewal.
+
+    Also warns (``redis_store.owner_secret_missing``, at every start) when the middleware has no
+    ``owner_secret``: a shared store is readable by more people than one process's memory."""
     store, runner = getattr(middleware, "store", None), getattr(middleware, "runner", None)
+    if isinstance(store, RedisJobStore) and not getattr(
+        getattr(middleware, "config", None), "owner_secret", None
+    ):
+        # Without a secret an owner digest is a plain SHA-256 of a known prefix and the credential:
+        # anyone who can read this shared Redis can confirm a guessed credential offline.
+        log.warning(
+            "redis_store.owner_secret_missing",
+            risk="owner digests in Redis are unkeyed SHA-256; a reader of Redis can test guessed credentials",
+            fix="set owner_secret (BIFROST_ASYNC_OWNER_SECRET), the same on every process",
+        )
     if isinstance(store, RedisJobStore) and runner is not None:
         pm = middleware.pm
         store.on_orphan_failed = lambda job: notify(pm, "job_finished", job=job)

@@ -104,10 +104,11 @@ return 1
 #: milliseconds or "", the notification channel, then the statuses the stored job may be in
 #: (already narrowed by the caller to those from which the move is forward, so the transition
 #: rules live in one place: ``bifrost_async.jobs.may_move``).
-#: Returns 1 when written, 0 when the job is missing, expired or in another status. A write of a
-#: terminal status publishes the id on the channel (waiters and runners everywhere wake) and
-#: gives the job's claim the job's expiry; a write that sets the expiry also trims the indexes of
-#: expired jobs and refits their key expiry.
+#: Returns 1 when written or when this very record is stored already (a retry after a lost reply
+#: must not report its own write as a failure), 0 when the job is missing, expired or in another
+#: status. A write of a terminal status publishes the id on the channel (waiters and runners
+#: everywhere wake) and gives the job's claim the job's expiry; a write that sets the expiry also
+#: trims the indexes of expired jobs and refits their key expiry.
 UPDATE = (
     _HELPERS
     + """
@@ -116,6 +117,9 @@ local id, record, status, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local current = redis.call('HMGET', job, 'status', 'expires_at')
 if not current[1] then return 0 end
 if current[2] and tonumber(current[2]) <= now then return 0 end
+-- the very record again: a retry after a lost reply, whose first attempt landed (success);
+-- the status is compared first, so a refused write never loads a large finished record
+if current[1] == status and redis.call('HGET', job, 'record') == record then return 1 end
 local allowed = false
 for i = 9, #ARGV do
   if ARGV[i] == current[1] then allowed = true break end
@@ -195,3 +199,21 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
+
+#: KEYS: job, jobs index, leases index. ARGV: id.
+#: The sweep's repair of a job whose hash vanished outside our scripts (evicted under memory
+#: pressure, ``DEL`` by an operator): its ``+inf`` entry in the jobs index would hold a place in
+#: the bound for good. Drops the id's lease entry (stale either way: the caller found no live
+#: job), and only if the hash is really gone (checked here, atomically, so a job that still
+#: exists is never dropped) its place in the jobs index, refitting that key's expiry.
+#: Returns 1 when the place was freed, 0 when the job's hash exists.
+FORGET_VANISHED = (
+    _HELPERS
+    + """
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+fit(KEYS[2])
+return 1
+"""
+)

@@ -223,6 +223,8 @@ class RedisJobStore(RedisWebhookRecords):
         if not held:
             return None, True
         held_id, held_fingerprint, _ = (held.decode() if isinstance(held, bytes) else str(held)).split("|")
+        if held_id == job_id:
+            return None, True  # our own claim, seen by a retry after a lost reply: still ours
         return held_id, held_fingerprint == fingerprint
 
     async def list_jobs(

@@ -6,6 +6,12 @@ the ``job_finished`` results and holding a place in the store's bound. Every pro
 store sweeps; the compare-and-set update makes sure exactly one of them fails each orphan, with
 the same status (500), code (``worker_lost``) and message as a poll would
 (:func:`bifrost_async.results.worker_lost`).
+
+The sweep also repairs the indexes when a job's hash vanished without our scripts (eviction, an
+operator's ``DEL``): the unfinished job's entry would otherwise hold a place in the bound forever.
+Its lease still runs out (nobody can renew a missing job), so the sweep finds it in the leases
+index, sees the hash gone and drops the id from the bound (``scripts.FORGET_VANISHED``). Entries in
+its owner's list index go when that owner next lists (``listing.py`` prunes missing jobs).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import structlog
 from bifrost_async.results import worker_lost
 from bifrost_async.store import StoreError
 
+from . import scripts
 from .store import RedisJobStore
 
 log = structlog.get_logger(__name__)
@@ -36,8 +43,11 @@ async def sweep_once(store: RedisJobStore) -> list[str]:
     for raw_id in ids:
         job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         job = await store.get(job_id)
-        if job is None or job.status.terminal:
-            # finished or gone: the index entry is stale (e.g. the job was deleted by hand)
+        if job is None:
+            # gone without our scripts (evicted, deleted by hand): free its place in the bound
+            await forget_vanished(store, job_id)
+            continue
+        if job.status.terminal:  # finished: the lease entry is stale
             with store.guard():
                 await store.redis.zrem(store.leases_key, job_id)
             continue
@@ -49,6 +59,17 @@ async def sweep_once(store: RedisJobStore) -> list[str]:
             store.on_orphan_failed(orphan)
             failed.append(job_id)
     return failed
+
+
+async def forget_vanished(store: RedisJobStore, job_id: str) -> bool:
+    """Drop the lease entry of a job :meth:`~RedisJobStore.get` did not find and, if its hash
+    is gone, its place in the bound; ``False`` if the hash exists (an expired job)."""
+    forget = store.redis.register_script(scripts.FORGET_VANISHED)  # only hashes the script
+    with store.guard():
+        repaired = await forget(keys=[store.job_key(job_id), store.jobs_key, store.leases_key], args=[job_id])
+    if repaired == 1:
+        log.warning("redis_store.vanished_job_forgotten", job_id=job_id)
+    return bool(repaired == 1)
 
 
 async def sweep_forever(store: RedisJobStore) -> None:

@@ -31,15 +31,23 @@ from starlette.routing import Route
 GATES = Path(os.environ["BIFROST_TEST_GATES"])
 
 
+def mark(name: str) -> None:
+    """Write this process's pid into the gate file ``name`` atomically: the test reads a gate as
+    soon as it exists, so the file must appear with its content (write a temporary, then rename)."""
+    temporary = GATES / f".{name}.{os.getpid()}.tmp"
+    temporary.write_text(str(os.getpid()))
+    os.replace(temporary, GATES / name)
+
+
 async def chat(request: Request) -> Response:
     token = (await request.json())["messages"][0]["content"]
-    (GATES / f"started-{token}").write_text(str(os.getpid()))
+    mark(f"started-{token}")
     # The gate is a file because the test is another process; an asyncio.Event cannot cross that.
     try:
         while not (GATES / f"release-{token}").exists():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     except asyncio.CancelledError:  # the job was cancelled (DELETE, on any process)
-        (GATES / f"cancelled-{token}").write_text(str(os.getpid()))
+        mark(f"cancelled-{token}")
         raise
     return JSONResponse({"token": token, "pid": os.getpid()})
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import structlog.testing
 from bifrost_async import AsyncJobsMiddleware, Job, JobStatus, hookimpl
 from bifrost_async.store import StoreContext
 from bifrost_async.testing import FakeClock, make_job, processing
@@ -171,3 +172,23 @@ async def test_sweep_never_fails_a_job_this_process_holds(redis_url: str) -> Non
         assert await sweep_once(store) == [job.id]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("secret", [None, "a-long-random-owner-secret"])
+async def test_startup_warns_when_a_shared_store_has_no_owner_secret(
+    secret: str | None, redis_url: str, client_for: Callable[[AsyncJobsMiddleware], httpx.AsyncClient]
+) -> None:
+    """Issue 11 item 15: unkeyed owner digests in a shared Redis let its readers test guessed
+    credentials; a process that starts that way says so, loudly, every time."""
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    options: dict[str, Any] = {"url": redis_url, "sweep_interval": 0}
+    client = client_for(AsyncJobsMiddleware(app, store="redis", store_options=options, owner_secret=secret))
+    with structlog.testing.capture_logs() as logs:
+        assert (await client.get(f"{SUBMIT}/1f97b465-4c1e-4a4b-9d2e-6c3b8e0f2a11")).status_code == 404
+    warnings = [entry for entry in logs if entry["event"] == "redis_store.owner_secret_missing"]
+    if secret is None:
+        assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+        assert "owner_secret" in warnings[0]["fix"]
+    else:
+        assert warnings == []
+        assert not any(secret in str(entry) for entry in logs)  # the secret itself is never logged

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from bifrost_async.jobs import JobStatus
 from bifrost_async.plugins import make_plugin_manager, store_registry
 from bifrost_async.results import WORKER_LOST_MESSAGE
-from bifrost_async.store import StoreContext, StoreFactory
+from bifrost_async.store import StoreContext, StoreFactory, StoreFull
 from bifrost_async.testing import FakeClock, StoreContract, finished, make_job, processing
 
 from bifrost_async_redis import RedisJobStore, RedisStoreOptions, redis_store
@@ -108,6 +108,30 @@ async def test_sweep_fails_orphans_nobody_polls(store: RedisJobStore) -> None:
     assert failed.error["error"]["code"] == "worker_lost"
     assert (await store.get(alive.id)) == renewed
     assert await sweep_once(store) == []  # once failed, never again
+
+
+async def test_sweep_frees_the_place_of_a_job_whose_hash_vanished(
+    redis_url: str, raw: aioredis.Redis
+) -> None:
+    """Issue 11 item 14: a pending job's hash deleted by hand (or evicted) kept its ``+inf`` entry
+    in the bound for good; the sweep now gives the place back."""
+    clock = FakeClock()
+    one = redis_store(StoreContext(clock=clock, max_jobs=1, options={"url": redis_url, "sweep_interval": 0}))
+    await one.start()
+    try:
+        lost = make_job(clock, lease_expires_at=clock() + 30)  # as the service submits it
+        await one.create(lost)
+        assert await raw.delete(one.job_key(lost.id)) == 1  # the operator's DEL
+        with pytest.raises(StoreFull):
+            await one.create(make_job(clock))
+        assert await sweep_once(one) == []  # its lease has not run out yet: nothing to judge
+        clock.advance(31)
+        assert await sweep_once(one) == []  # nothing to fail: the job is gone, its place freed
+        assert await raw.zscore(one.jobs_key, lost.id) is None
+        assert await raw.zscore(one.leases_key, lost.id) is None
+        await one.create(make_job(clock))  # the place is back
+    finally:
+        await one.close()
 
 
 def test_options_from_strings_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
