@@ -91,6 +91,7 @@ def build_app(values: Mapping[str, Any]) -> Any:
     }
     middleware = {o.name: values[o.name] for o in OPTIONS if o.target == "middleware" and o.name in values}
     middleware["store_options"] = values["store_options"]
+    middleware["api_keys"] = _accepted_keys(values)
     plugins, wrap = _plugins(values)
     proxy = build_proxy(values["upstream"], upstream_options=upstream_options, plugins=plugins, **middleware)
     return wrap(proxy)
@@ -193,6 +194,21 @@ def _metrics_dir(values: Mapping[str, Any]) -> Iterator[None]:
             yield
         finally:
             del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _accepted_keys(values: Mapping[str, Any]) -> Any:
+    """The accepted keys from ``--api-keys`` and ``--api-keys-file`` as digests, or ``None``."""
+    from .keys import AcceptedKeys
+
+    keys = [key for key in (values.get("api_keys") or "").split(",") if key.strip()]
+    if values.get("api_keys_file"):
+        try:
+            keys += AcceptedKeys.read_file(values["api_keys_file"])
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read api keys file {values['api_keys_file']}: {exc}") from None
+    if not keys:
+        return None
+    return AcceptedKeys.from_keys(keys, values.get("owner_secret"))
 
 
 def _plugins(values: Mapping[str, Any]) -> tuple[list[Any], Callable[[Any], Any]]:

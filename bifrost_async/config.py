@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .keys import AcceptedKeys
 from .routes import DEFAULT_ROUTES, RouteSpec, RouteTable
 
 MB = 1024 * 1024
@@ -69,6 +70,13 @@ class AsyncJobsConfig:
     #: Secret for the owner digest (HMAC-SHA256); without it a plain SHA-256 is used. Must be the
     #: same on every process that shares a store.
     owner_secret: str | None = None
+    #: The operator's accepted API keys and virtual keys (digests only), checked at submit by the
+    #: built-in ``keys`` plugin: unknown virtual keys get 400, unknown API keys 401. As a keyword
+    #: option a list of keys is accepted and digested at once with ``owner_secret``.
+    api_keys: AcceptedKeys | None = None
+    #: Header-driven async (``x-bf-async``) routes to add or change: path -> ``"openai"``,
+    #: ``"anthropic"`` or ``"off"`` (removes a default route). See docs/HEADER_ASYNC.md.
+    header_async_routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Clock returning epoch seconds; tests inject their own.
     clock: Callable[[], float] = time.time
 
@@ -95,6 +103,12 @@ class AsyncJobsConfig:
         if self.default_ttl > self.max_ttl:
             raise ValueError("default_ttl must not exceed max_ttl")
         self.routes()  # fail early on a bad route table
+        for path, family in self.header_async_routes.items():
+            if not path.startswith("/") or family not in ("openai", "anthropic", "off"):
+                raise ValueError(
+                    f"header_async_routes: {path!r} -> {family!r}; want a path starting with '/' "
+                    "and 'openai', 'anthropic' or 'off'"
+                )
 
     def routes(self) -> RouteTable:
         """The route table these options describe."""
@@ -112,4 +126,9 @@ class AsyncJobsConfig:
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown AsyncJobsMiddleware option(s): {', '.join(unknown)}")
+        keys = options.get("api_keys")
+        if keys is not None and not isinstance(keys, AcceptedKeys):
+            if isinstance(keys, str | bytes):
+                raise TypeError("api_keys must be a list of keys, not one string")
+            options["api_keys"] = AcceptedKeys.from_keys(keys, options.get("owner_secret"))
         return cls(**options)

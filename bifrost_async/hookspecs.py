@@ -89,6 +89,23 @@ def job_finished(job: Job) -> None:
 
 
 @hookspec
+def pre_accept(
+    headers: list[tuple[bytes, bytes]], scope: dict[str, Any], request_type: str, config: Any
+) -> None:
+    """Refuse a submit before anything of it is read, spooled or stored.
+
+    Called first thing on every submit (``/v1/async/*``, ``Prefer: respond-async`` and
+    header-driven submits alike), before the body is read, with the request's ASGI ``headers``
+    and ``scope``, the route's ``request_type`` and the middleware's
+    :class:`~bifrost_async.config.AsyncJobsConfig`. Raise
+    :class:`bifrost_async.errors.AsyncJobError` to refuse the submit with that status and message
+    in the contract's error shape; return ``None`` to let it go on. Every implementation is
+    called (the first to raise wins). The built-in one checks the operator's accepted keys
+    (``config.api_keys``). Must be cheap: it runs on the request's task.
+    """
+
+
+@hookspec
 def validate_submit(headers: list[tuple[bytes, bytes]], request_type: str) -> dict[str, str] | None:
     """Accept or refuse a submit, and attach metadata to the job it creates.
 

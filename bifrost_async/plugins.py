@@ -21,6 +21,7 @@ DEFAULT_PLUGINS = (
     "bifrost_async.default_plugins.asgi",
     "bifrost_async.default_plugins.http",
     "bifrost_async.default_plugins.owner",
+    "bifrost_async.default_plugins.keys",
 )
 
 F = TypeVar("F")

@@ -72,12 +72,19 @@ class JobService:
             headers={"Retry-After": str(self.config.retry_after)},
         )
 
-    async def submit(self, spec: RouteSpec, scope: dict[str, Any], receive: Any) -> Job:
-        """Capture, validate, store and enqueue a request; return the pending job.
+    async def submit(
+        self, spec: RouteSpec, scope: dict[str, Any], receive: Any, *, metadata: dict[str, str] | None = None
+    ) -> Job:
+        """Capture, validate, store and enqueue a request; return the pending job. ``metadata``
+        is merged into the job's (the caller's own marks, e.g. the header-async route family).
 
         Raises :class:`AsyncJobError` with the contract's status for every refusal, in the
         contract's order; no job exists after a refusal.
         """
+        # plugins refuse before a byte of the body is read (e.g. unknown keys): refusals cost no disk
+        self.pm.hook.pre_accept(
+            headers=scope["headers"], scope=scope, request_type=spec.request_type, config=self.config
+        )
         if not self.runner.accepting:
             raise self.unavailable("the server is shutting down and accepts no new jobs")
         headers: Headers = scope["headers"]
@@ -98,15 +105,17 @@ class JobService:
             scope=scope,
         )
         try:
-            job = await self._accept(spec, scope, request)
+            job = await self._accept(spec, scope, request, metadata or {})
         except BaseException:
             request.close()
             raise
         return job
 
-    async def _accept(self, spec: RouteSpec, scope: dict[str, Any], request: CapturedRequest) -> Job:
+    async def _accept(
+        self, spec: RouteSpec, scope: dict[str, Any], request: CapturedRequest, marks: dict[str, str]
+    ) -> Job:
         model = validate_body(spec, request.headers, request.body)
-        metadata = self.submit_metadata(request.headers, spec.request_type)
+        metadata = {**self.submit_metadata(request.headers, spec.request_type), **marks}
         owner = self.owner(scope)  # before reserving: a raising owner hook must not leak a slot
         if not self.runner.reserve():
             if not self.runner.accepting:

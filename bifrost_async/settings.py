@@ -110,6 +110,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("prefix", str, "/v1/async", "where the async routes live", _JOBS, "middleware", "PATH"),
     Option("owner_secret", str, None, "HMAC key for job owner digests (prefer the env var)", _JOBS,
            "middleware", "SECRET"),
+    Option("api_keys", str, None, "accepted API keys / virtual keys (sk-bf-...), comma-separated; "
+           "unknown ones are refused at submit (prefer the env var or --api-keys-file)", _JOBS, "cli",
+           "KEYS"),
+    Option("api_keys_file", str, None, "file of accepted keys, one a line (# comments)", _JOBS, "cli",
+           "FILE"),
     Option("webhooks", str, None, "JSON file of webhook endpoints {name: {url, secret, enabled}}; "
            "a submit names one with x-bf-async-webhook", _JOBS, "plugins", "FILE"),
     Option("admin_token", str, None, "turns on the webhook management API /api/webhooks; operators send "
@@ -144,6 +149,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
             name = key.replace("-", "_")
             if name == "store_options" and isinstance(raw, dict):
                 store_options.update({str(k): str(v) for k, v in raw.items()})
+            elif name == "api_keys" and isinstance(raw, list):  # TOML: api_keys = ["sk-bf-...", ...]
+                values[name] = ",".join(str(key) for key in raw)
             elif name in BY_NAME and name != "store_option":
                 values[name] = _convert(BY_NAME[name], raw, f"{key} in {config_path}")
             else:
