@@ -12,6 +12,7 @@ from .capture import ClientDisconnected
 from .config import AsyncJobsConfig
 from .endpoints import JobEndpoints, allowed_methods, match_result, sync_route, without_body
 from .errors import AsyncJobError, error_body
+from .header_async import HeaderAsync
 from .http import send_json
 from .openapi import openapi_document
 from .plugins import call_lifecycle, make_plugin_manager, provider_registry, store_registry
@@ -55,6 +56,7 @@ class AsyncJobsMiddleware:
         self.config = config or AsyncJobsConfig.from_options(**options)
         self.pm = plugin_manager or make_plugin_manager(plugins)
         self.routes = self.config.routes()
+        self.header_async = HeaderAsync(self.routes, self.config.header_async_routes)
         self._store_factory = store_registry(self.pm).get(self.config.store)
         self._provider_factory = provider_registry(self.pm).get(self.config.provider)
         self.store: JobStore | None = None
@@ -183,13 +185,16 @@ class AsyncJobsMiddleware:
             path = path[len(root) :]
         respond_async: RouteSpec | None = None
         admin = None
+        header_async = None
         if path == "/api/webhooks" or path.startswith("/api/webhooks/"):
             from .webhook_api import admin_plugin  # here: apps without webhooks never load it
 
             admin = admin_plugin(self.pm, path)  # the management API, when the webhook plugin is on
         if admin is None and not self.routes.owns(path):
-            respond_async = sync_route(self.routes, path, scope)  # only with Prefer: respond-async
-            if respond_async is None:
+            header_async = self.header_async.match(path, scope)  # x-bf-async on a provider route
+            if header_async is None:
+                respond_async = sync_route(self.routes, path, scope)  # only with Prefer: respond-async
+            if respond_async is None and header_async is None:
                 await self.app(scope, receive, send)
                 return
         started = False
@@ -206,6 +211,9 @@ class AsyncJobsMiddleware:
 
                 await self._endpoints()  # the store must be up
                 await handle(admin, path, scope, receive, tracked_send)
+            elif header_async is not None:
+                service = (await self._endpoints()).service
+                await self.header_async.handle(header_async, path, service, scope, receive, tracked_send)
             elif respond_async is not None:
                 await self._respond_async(respond_async, scope, receive, tracked_send)
             else:

@@ -11,7 +11,9 @@ from .errors import AsyncJobError
 
 #: Request headers that steer this service and mean nothing (or something else) to the
 #: synchronous endpoint: never replayed to it.
-_OURS = frozenset({b"idempotency-key", b"x-bf-async-job-result-ttl", b"x-bf-async-webhook"})
+_OURS = frozenset(
+    {b"idempotency-key", b"x-bf-async-job-result-ttl", b"x-bf-async-webhook", b"x-bf-async", b"x-bf-async-id"}
+)
 #: ``Prefer`` tokens this service answers itself (a chained async layer would obey them).
 _OUR_PREFERENCES = frozenset({"respond-async", "wait"})
 

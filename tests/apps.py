@@ -133,6 +133,10 @@ def make_app() -> Starlette:
         Route("/api/transcribe", multipart_endpoint, methods=["POST"]),
         Route("/v1/audio/diarize", multipart_endpoint, methods=["POST"]),
         Route("/plain", lambda request: PlainTextResponse("untouched")),
+        # provider routes of the header mode (x-bf-async), beside the contract's /v1/responses
+        Route("/openai/v1/responses", json_endpoint, methods=["POST"]),
+        Route("/v1/messages", json_endpoint, methods=["POST"]),
+        Route("/anthropic/v1/messages", json_endpoint, methods=["POST"]),
         Route("/stream", streamed),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
