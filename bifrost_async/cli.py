@@ -207,6 +207,8 @@ def _accepted_keys(values: Mapping[str, Any]) -> Any:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read api keys file {values['api_keys_file']}: {exc}") from None
     if not keys:
+        if values.get("api_keys") or values.get("api_keys_file"):  # an empty list must not accept all
+            raise ConfigError("--api-keys / --api-keys-file: no keys found")
         return None
     return AcceptedKeys.from_keys(keys, values.get("owner_secret"))
 

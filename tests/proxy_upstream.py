@@ -23,6 +23,9 @@ class UpstreamState:
         self.seen: list[dict[str, Any]] = []
         self.sse_release = asyncio.Event()
         self.sse_final_sent = False
+        #: Requests for a ``gate/...`` model wait until the test sets ``gate``.
+        self.gate = asyncio.Event()
+        self.gated = asyncio.Event()
 
 
 STATE = web.AppKey("state", UpstreamState)
@@ -55,6 +58,9 @@ async def sync_route(request: web.Request) -> web.StreamResponse:
     info = _seen(request, fields=fields, files=files)
     state.seen.append(info)
     model = str(fields.get("model", ""))
+    if model.startswith("gate/"):
+        state.gated.set()
+        await asyncio.wait_for(state.gate.wait(), 20)
     if model.startswith("fail/"):
         status = int(model.split("/")[1])
         error = {
@@ -128,6 +134,8 @@ def make_upstream() -> web.Application:
     app[STATE] = UpstreamState()
     for spec in DEFAULT_ROUTES:
         app.router.add_post(spec.sync_path, sync_route)
+    for path in ("/openai/v1/responses", "/v1/messages", "/anthropic/v1/messages"):
+        app.router.add_post(path, sync_route)  # provider routes of the header mode (x-bf-async)
     app.router.add_route("*", "/echo{tail:.*}", echo)
     app.router.add_get("/binary", binary)
     app.router.add_get("/sse", sse)

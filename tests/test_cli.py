@@ -189,3 +189,36 @@ def test_configure_logging_console(capsys: pytest.CaptureFixture[str], restore_l
     err = capsys.readouterr().err
     assert "console.event" in err and REDACTED in err and "k-123" not in err
     assert "hidden" not in err
+
+
+def test_accepted_keys_from_option_env_toml_and_file(tmp_path: Path) -> None:
+    from bifrost_async.cli import _accepted_keys
+
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text("# ops list\nsk-bf-from-file\n\n")
+    config = tmp_path / "proxy.toml"
+    config.write_text('upstream = "http://u:1"\napi_keys = ["sk-bf-from-toml", "sk-live-toml"]\n')
+    from_toml = _accepted_keys(_resolve([], {"BIFROST_ASYNC_CONFIG": str(config)}))
+    assert from_toml.check(b"x-bf-vk", b"sk-bf-from-toml") and from_toml.check(b"x-api-key", b"sk-live-toml")
+    values = _resolve(
+        ["--upstream", "http://u:1", "--api-keys-file", str(key_file)],
+        {"BIFROST_ASYNC_API_KEYS": "sk-bf-env,sk-x"},
+    )
+    keys = _accepted_keys(values)
+    for key in (b"sk-bf-from-file", b"sk-bf-env", b"sk-x"):
+        assert keys.check(b"authorization", b"Bearer " + key), key
+    assert not keys.check(b"x-bf-vk", b"sk-bf-from-toml")
+    assert "sk-bf-env" not in repr(keys)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="no keys found"):
+        _accepted_keys(_resolve(["--upstream", "http://u:1", "--api-keys-file", str(empty)]))
+
+
+def test_unreadable_api_keys_file_is_one_line_and_status_2(tmp_path: Path) -> None:
+    argv = ["serve", "--upstream", "http://127.0.0.1:9", "--api-keys-file", str(tmp_path / "nope.txt")]
+    missing = subprocess.run(
+        [sys.executable, "-m", "bifrost_async", *argv], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "cannot read api keys file" in missing.stderr
