@@ -250,7 +250,10 @@ class AsyncJobsMiddleware:
         spec, job_id = self.routes.match(path)
         if spec is None and path == f"{self.routes.prefix}/openapi.json" and scope["method"] == "GET":
             # built per request from the live route table and plugins: cheap, and never stale
-            await send_json(send, 200, openapi_document(self.routes, self.pm.get_plugins()))
+            document = openapi_document(
+                self.routes, self.pm.get_plugins(), header_async=self.header_async.routes
+            )
+            await send_json(send, 200, document)
             return
         result = False
         if spec is None:

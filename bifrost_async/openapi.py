@@ -7,10 +7,12 @@ server actually running. Extensions beyond Bifrost's contract are marked ``x-ext
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .openapi_extensions import extension_operations
+from .openapi_header_async import SCHEMAS as HEADER_ASYNC_SCHEMAS
+from .openapi_header_async import header_async_paths
 from .routes import RouteSpec, RouteTable
 
 UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
@@ -163,9 +165,14 @@ def _head_of(get: dict[str, Any]) -> dict[str, Any]:
 
 
 def openapi_document(
-    routes: RouteTable, plugins: Iterable[Any] = (), *, title: str = "bifrost-async job API"
+    routes: RouteTable,
+    plugins: Iterable[Any] = (),
+    *,
+    title: str = "bifrost-async job API",
+    header_async: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``routes`` (a :class:`RouteTable`).
+    """The OpenAPI 3.1 document for ``routes`` (a :class:`RouteTable`), and for the header
+    mode's provider routes when ``header_async`` (path -> provider family) is given.
 
     A plugin among ``plugins`` that has an ``openapi_submit_parameters()`` method adds the
     OpenAPI parameters it returns to every submit (the webhook plugin documents its header); one
@@ -189,6 +196,10 @@ def openapi_document(
         more = getattr(plugin, "openapi_paths", None)
         if callable(more):
             paths.update(more())
+    schemas: dict[str, Any] = {"Job": _JOB, "Error": _ERROR}
+    if header_async:
+        paths.update(header_async_paths(dict(header_async)))
+        schemas.update(HEADER_ASYNC_SCHEMAS)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -197,5 +208,5 @@ def openapi_document(
             "description": "Bifrost's async job API: submit answers 202 with a job, poll until 200.",
         },
         "paths": paths,
-        "components": {"schemas": {"Job": _JOB, "Error": _ERROR}},
+        "components": {"schemas": schemas},
     }

@@ -16,6 +16,9 @@ Endpoints (all synchronous):
   installed the transcript is a clearly labelled placeholder. ``response_format`` json/text/srt/vtt.
 - ``POST /v1/chat/completions``: echoes the last user message, word by word as server-sent events
   with ``"stream": true``. Not a language model.
+- ``POST /v1/responses`` (and ``/openai/v1/responses``): an OpenAI Responses object whose output
+  echoes the input text. Not a language model; no streaming. The proxy makes it async with
+  ``x-bf-async: true`` (docs/HEADER_ASYNC.md).
 - ``POST /v1/audio/speech``: a WAV tone whose length follows the input text. Not speech.
 - ``POST /v1/embeddings``: deterministic hash vectors. Not semantic.
 - ``GET /health``.
@@ -131,6 +134,47 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _input_text(value: Any) -> str:
+    """The text of a Responses ``input``: a string, or the last message's text content."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        content = value[-1].get("content", "")
+        if isinstance(content, list):
+            return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        return str(content)
+    return ""
+
+
+async def responses(request: web.Request) -> web.Response:
+    try:
+        body: dict[str, Any] = await request.json()
+    except json.JSONDecodeError:
+        return _error(400, "malformed JSON")
+    if body.get("stream"):
+        return _error(400, "this example does not stream responses")
+    stamp = int(time.time() * 1000)
+    text = f"echo: {_input_text(body.get('input'))}"
+    content = [{"type": "output_text", "text": text, "annotations": []}]
+    message = {
+        "type": "message",
+        "id": f"msg_{stamp}",
+        "status": "completed",
+        "role": "assistant",
+        "content": content,
+    }
+    return web.json_response(
+        {
+            "id": f"resp_{stamp}",
+            "object": "response",
+            "created_at": stamp // 1000,
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [message],
+        }
+    )
+
+
 async def speech(request: web.Request) -> web.Response:
     body = await request.json()
     seconds = min(0.1 + 0.05 * len(str(body.get("input", ""))), 10.0)
@@ -167,6 +211,8 @@ def make_app() -> web.Application:
     app = web.Application(client_max_size=100 * 1024 * 1024)
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/openai/v1/responses", responses)  # Bifrost's OpenAI-integration path
     app.router.add_post("/v1/audio/speech", speech)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/health", health)

@@ -60,3 +60,21 @@ async def test_async_transcription_of_the_example_clip(proxy: ProxyProcess) -> N
     assert done["status"] == "completed", done
     check_transcript(done["result"]["text"])
     assert done["result"]["engine"] == UPSTREAM_EXAMPLE.ENGINE
+
+
+async def test_header_mode_with_the_openai_sdk_as_the_readme_shows(
+    client: openai.AsyncOpenAI, proxy: ProxyProcess
+) -> None:
+    submitted = await client.responses.create(
+        model="echo-1", input="make me async", extra_headers={"x-bf-async": "true"}
+    )
+    assert submitted.status == "pending" and submitted.object == "response"
+    async with httpx.AsyncClient(timeout=30) as http:  # the same job on the /v1/async route
+        auth = {"Authorization": "Bearer sk-test"}  # the key the SDK sends: the same owner
+        polled = await wait_job(http, f"{proxy.url}/v1/async/responses/{submitted.id}", headers=auth)
+    assert polled.json()["status"] == "completed"
+    done = await client.responses.create(
+        model="echo-1", input="", extra_headers={"x-bf-async-id": submitted.id}
+    )
+    assert done.id.startswith("resp_") and done.status == "completed"
+    assert done.output_text == "echo: make me async"
