@@ -259,3 +259,19 @@ def test_link_local_is_refused_even_with_allow_private_network() -> None:
             local(url)
     with pytest.raises(ValueError, match="private network"):  # an IPv4-mapped loopback is loopback
         WebhookEndpoint(url="https://[::ffff:127.0.0.1]/x", secret=SECRET)
+
+
+async def test_header_mode_submit_honours_the_webhook_header(
+    serve: Any, http: httpx.AsyncClient, receiver_factory: Any
+) -> None:
+    receiver = await receiver_factory([200])
+    stack, reports = await webhook_stack(serve, {"billing": local(receiver.url)})
+    path = f"{stack.url}/anthropic/v1/messages"
+    submitted = await http.post(path, json=BODY, headers={"x-bf-async": "true", **HOOK})
+    assert submitted.status_code == 200 and submitted.json()["type"] == "message"
+    job_id = submitted.json()["id"]
+    assert (await reports.wait_for(job_id)).outcome == "delivered"
+    assert receiver.attempts[-1]["body"]["data"]["job_id"] == job_id
+    unknown = await http.post(path, json=BODY, headers={"x-bf-async": "true", "x-bf-async-webhook": "nope"})
+    assert unknown.status_code == 400 and unknown.json()["type"] == "error"  # the Anthropic route's shape
+    assert "nope" in unknown.json()["error"]["message"]
