@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from . import jsonsafe
+
 
 def encode_json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact strict UTF-8 JSON (:func:`bifrost_async.jsonsafe.dumps`): whatever a stored job
+    holds, its answer can be written."""
+    return jsonsafe.dumps(body)
 
 
 async def send_json(

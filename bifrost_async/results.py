@@ -9,6 +9,7 @@ from typing import Any
 
 from python_multipart.multipart import parse_options_header
 
+from . import jsonsafe
 from .errors import error_body
 from .jobs import Job, JobStatus
 
@@ -53,20 +54,24 @@ class Outcome:
 
 def encode_result(response: CapturedResponse) -> Any:
     """The ``result`` value for a 2xx response: JSON as itself, text as ``{"text"}``, anything
-    else as ``{"audio": base64, "content_type"}``."""
+    else as ``{"audio": base64, "content_type"}``.
+
+    JSON is read by :func:`bifrost_async.jsonsafe.loads` (lone surrogates become U+FFFD,
+    non-finite numbers ``null``; too deep: kept as text), so that what is stored can always be
+    served; the exact bytes stay available from ``GET .../{id}/result``."""
     mime, params = parse_options_header(response.content_type)
     mime = mime.lower()
     json_like = mime == b"application/json" or mime.endswith(_JSON_SUFFIX)
     if json_like or not mime:
         try:
-            return json.loads(response.body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            return jsonsafe.loads(response.body)
+        except jsonsafe.NotPortableJSON:
             pass
     if json_like or mime.startswith(_TEXT_TYPES):
         return {"text": _decode(response.body, params)}
     if not mime:
         try:
-            return {"text": response.body.decode("utf-8")}
+            return {"text": jsonsafe.clean_text(response.body.decode("utf-8"))}
         except UnicodeDecodeError:
             pass
     return {
@@ -86,7 +91,8 @@ def outcome_from_response(response: CapturedResponse, extra_fields: dict[str, An
     raw = capture_raw(response, None)
     return Outcome(
         status_code=response.status,
-        error=error_from_body(response.status, response.body, extra_fields),
+        # the upstream's fields are copied into the error: made servable like a result
+        error=jsonsafe.scrub(error_from_body(response.status, response.body, extra_fields)),
         raw=raw,
         size=_kept(response, raw),
     )
@@ -99,8 +105,8 @@ def _kept(response: CapturedResponse, raw: dict[str, Any]) -> int:
 def error_from_body(status: int, body: bytes, extra_fields: dict[str, Any]) -> dict[str, Any]:
     """Build the Bifrost error for a non-2xx answer from whatever shape its body has."""
     try:
-        value = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        value = jsonsafe.loads(body) if body else None
+    except jsonsafe.NotPortableJSON:
         value = None
     if isinstance(value, dict):
         inner = value.get("error")
@@ -141,10 +147,13 @@ def charset(params: dict[bytes, bytes]) -> str:
 
 
 def _decode(body: bytes, params: dict[bytes, bytes]) -> str:
+    """``body`` as text in its declared charset; UTF-8 when that charset is unknown, is no text
+    encoding (``base64``), or refuses the ``replace`` error handler (``idna``)."""
     try:
-        return body.decode(charset(params), "replace")
-    except LookupError:
-        return body.decode("utf-8", "replace")
+        text = body.decode(charset(params), "replace")
+    except (LookupError, ValueError):  # UnicodeError is a ValueError
+        text = body.decode("utf-8", "replace")
+    return jsonsafe.clean_text(text)  # unicode_escape and friends can produce lone surrogates
 
 
 def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:

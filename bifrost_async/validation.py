@@ -6,9 +6,10 @@ Deeper validation is the synchronous endpoint's job; its error comes back as a f
 from __future__ import annotations
 
 import json
+import re
 from typing import IO, Any
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .capture import CHUNK_SIZE, Headers, header_value
@@ -17,6 +18,8 @@ from .routes import RouteSpec
 
 #: Largest value kept from a multipart text field while validating (model names, flags).
 _FIELD_VALUE_LIMIT = 4096
+#: RFC 2046 section 5.1.1: 1 to 70 of these characters, the last one not a space.
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
 def _bad(message: str, *, param: str | None = None, code: str = "invalid_request") -> AsyncJobError:
@@ -29,9 +32,10 @@ def validate_body(spec: RouteSpec, headers: Headers, body: IO[bytes]) -> str:
     Raises :class:`AsyncJobError` (400) with the contract's message for a malformed body, a
     streaming request, a missing ``model`` or a missing file. Leaves ``body`` rewound.
     """
+    text_fields: set[str] = set()
     try:
         if spec.body == "multipart":
-            fields, files = _scan_multipart(headers, body, spec)
+            fields, files, text_fields = _scan_multipart(headers, body, spec)
         else:
             fields, files = _parse_json(body), set()
     finally:
@@ -42,7 +46,15 @@ def validate_body(spec: RouteSpec, headers: Headers, body: IO[bytes]) -> str:
     if not isinstance(model, str) or not model.strip():
         raise _bad("model is required", param="model")
     if spec.file_fields and not files.intersection(spec.file_fields):
-        raise _bad(f"{spec.file_fields[0]} is required", param=spec.file_fields[0])
+        name = spec.file_fields[0]
+        if text_fields.intersection(spec.file_fields):
+            # curl -F file=path (the @ forgotten) sends the path as a text field
+            raise _bad(
+                f"{name} must be a file upload, not a text field: with curl, put @ before the "
+                f"path (-F {name}=@path)",
+                param=name,
+            )
+        raise _bad(f"{name} is required", param=name)
     return model.strip()
 
 
@@ -76,14 +88,19 @@ def _parse_json(body: IO[bytes]) -> dict[str, Any]:
 
 class _PartScanner:
     """Multipart parser callbacks that keep only what validation needs: the values of the
-    ``wanted`` text fields (bounded) and whether each ``file_fields`` part is present and
-    non-empty. Nothing else of the body is kept, so a hostile body cannot grow memory."""
+    ``wanted`` text fields (bounded), which ``file_fields`` parts are files, and which came as
+    text fields instead. Nothing else of the body is kept, so a hostile body cannot grow memory.
+
+    A part is a file when its ``Content-Disposition`` has a ``filename``, the rule of
+    python-multipart's form parser and so of Starlette and FastAPI: a part without one reaches
+    the endpoint as a string, and its "file is required" would only come back as a failed job."""
 
     def __init__(self, wanted: set[str], file_fields: set[str]) -> None:
         self.wanted = wanted
         self.file_fields = file_fields
         self.fields: dict[str, str] = {}
         self.files: set[str] = set()
+        self.text_fields: set[str] = set()
         self.finished = False
         self._header = bytearray()
         self._headers: list[bytes] = []
@@ -122,8 +139,8 @@ class _PartScanner:
             if key.strip().lower() == b"content-disposition":
                 options = parse_options_header(value.strip())[1]
         name = options.get(b"name", b"").decode("utf-8", "replace")
-        if name in self.file_fields and (self._size > 0 or options.get(b"filename")):
-            self.files.add(name)
+        if name in self.file_fields:
+            (self.files if b"filename" in options else self.text_fields).add(name)
         if name in self.wanted and b"filename" not in options:
             self.fields.setdefault(name, bytes(self._data).decode("utf-8", "replace"))
 
@@ -131,13 +148,23 @@ class _PartScanner:
         self.finished = True
 
 
-def _scan_multipart(headers: Headers, body: IO[bytes], spec: RouteSpec) -> tuple[dict[str, Any], set[str]]:
-    """Stream the spool through a multipart parser; see :class:`_PartScanner`."""
+def _scan_multipart(
+    headers: Headers, body: IO[bytes], spec: RouteSpec
+) -> tuple[dict[str, Any], set[str], set[str]]:
+    """Stream the spool through a multipart parser; see :class:`_PartScanner`. Returns the
+    wanted fields' values, the file fields sent as files and those sent as text."""
     raw_type = header_value(headers, b"content-type") or b""
     content_type, params = parse_options_header(raw_type)
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise _bad("request body must be multipart/form-data with a boundary", code="invalid_multipart")
+    if not _BOUNDARY.fullmatch(boundary):
+        # python-multipart refuses boundaries over 256 bytes with an exception of its own
+        raise _bad(
+            "multipart boundary must be 1 to 70 characters of RFC 2046's set (letters, digits, "
+            "'()+_,-./:=? and inner spaces)",
+            code="invalid_multipart",
+        )
     wanted = {"model"} | ({spec.stream_field} if spec.stream_field else set())
     scanner = _PartScanner(wanted, set(spec.file_fields))
     callbacks: Any = {
@@ -152,13 +179,13 @@ def _scan_multipart(headers: Headers, body: IO[bytes], spec: RouteSpec) -> tuple
             "on_end",
         )
     }
-    parser = MultipartParser(boundary, callbacks)
     try:
+        parser = MultipartParser(boundary, callbacks)
         while chunk := body.read(CHUNK_SIZE):
             parser.write(chunk)
         parser.finalize()
-    except (MultipartParseError, ValueError):
+    except (FormParserError, ValueError):  # every python-multipart error is a FormParserError
         raise _bad("malformed multipart body", code="invalid_multipart") from None
     if not scanner.finished:
         raise _bad("malformed multipart body: it ends before its closing boundary", code="invalid_multipart")
-    return dict(scanner.fields), scanner.files
+    return dict(scanner.fields), scanner.files, scanner.text_fields

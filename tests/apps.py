@@ -8,6 +8,7 @@ The model name picks the behaviour: ``test/ok`` echoes, ``test/error`` answers a
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -142,3 +143,32 @@ def make_app() -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gate = Gate()
     return app
+
+
+async def scripted_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An endpoint whose answer the request scripts, so a test controls each job's upstream
+    answer: the JSON body's ``answer`` is ``{"status", "content_type", "body"}`` with ``body`` in
+    base64 (absent: an empty body; ``content_type`` absent or null: no such header)."""
+    if scope["type"] != "http":
+        return
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    answer = json.loads(b"".join(chunks))["answer"]
+    body = base64.b64decode(answer.get("body", ""))
+    headers = [(b"content-length", str(len(body)).encode())]
+    if answer.get("content_type") is not None:
+        headers.append((b"content-type", answer["content_type"].encode("latin-1")))
+    await send({"type": "http.response.start", "status": answer["status"], "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def scripted(
+    body: bytes, *, status: int = 200, content_type: str | None = "application/json"
+) -> dict[str, Any]:
+    """The submit body that makes :func:`scripted_app` answer ``body`` with this status and type."""
+    answer = {"status": status, "content_type": content_type, "body": base64.b64encode(body).decode()}
+    return {"model": "test/scripted", "answer": answer}

@@ -1,0 +1,133 @@
+"""JSON that every client can read back: what a job stores from an upstream's answer, and what
+the service itself sends.
+
+Python's ``json`` reads more than RFC 8259 allows and writes what strict parsers refuse, so an odd
+upstream answer stored as-is could make every later poll of its job fail. The rules here (the
+README's "Security and limits" states them):
+
+- a lone UTF-16 surrogate (``"\\ud800"``, or its CESU-8 bytes) becomes U+FFFD, as a UTF-8 decoder
+  treats an invalid sequence: a lone surrogate cannot be encoded as UTF-8 at all;
+- ``NaN``, ``Infinity``, ``-Infinity`` and numbers too large for a double become ``null``, as
+  JavaScript's ``JSON.stringify`` and orjson write them;
+- a value nested deeper than :data:`MAX_DEPTH` is not taken as JSON (the caller keeps it as text):
+  serde_json refuses it by default, and Python could not write it back from a deep call stack.
+
+The upstream's own bytes stay available unchanged from ``GET .../{id}/result``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+#: Deepest nesting of arrays and objects taken as a JSON result (serde_json's default limit).
+MAX_DEPTH = 128
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Bytes that may decode to a lone surrogate: a ``\\uD8xx``-``\\uDFxx`` escape, CESU-8 bytes
+#: (``json.loads`` decodes bytes with ``surrogatepass``), or a UTF-16/32 body (NULs up front).
+_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|^.{0,3}\x00", re.DOTALL)
+#: Number literals that may overflow a double: a 3-digit exponent, or 309+ digits.
+_OVERFLOW_HINT = re.compile(rb"[eE]\+?0*[1-9][0-9]{2}|[0-9]{309}")
+
+
+class NotPortableJSON(ValueError):
+    """The body is not JSON, or not JSON that this service can store and serve as a value."""
+
+
+def _no_constant(_name: str) -> None:
+    return None  # NaN, Infinity, -Infinity: null
+
+
+def _finite(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse an upstream's JSON body under the module's rules; :class:`NotPortableJSON` when it
+    is not JSON or is nested deeper than :data:`MAX_DEPTH`.
+
+    The common case (plain, shallow JSON) costs one ``json.loads`` and two regex scans; the walk
+    that repairs strings and checks depth runs only when the bytes hint that it is needed.
+    """
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    overflow = _OVERFLOW_HINT.search(raw) is not None
+    try:
+        # parse_float=_finite runs Python per number, so only when an overflow is possible
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite if overflow else None)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise NotPortableJSON("not JSON") from None
+    surrogates = _SURROGATE_HINT.search(raw) is not None
+    if surrogates or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        value, too_deep = _repair(value, truncate=False)
+        if too_deep:
+            raise NotPortableJSON(f"nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (a decoder such as
+    ``unicode_escape`` can produce them)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def scrub(value: Any) -> Any:
+    """``value`` made writable as strict UTF-8 JSON: the module's rules, and containers nested
+    deeper than :data:`MAX_DEPTH` replaced by ``null``. Repairs lists and dicts in place."""
+    return _repair(value, truncate=True)[0]
+
+
+def _fix(item: Any) -> Any:
+    if isinstance(item, str):
+        return clean_text(item)
+    if isinstance(item, float) and not math.isfinite(item):
+        return None
+    return item
+
+
+def _repair(value: Any, *, truncate: bool) -> tuple[Any, bool]:
+    """Walk ``value`` without recursion (it may be deep); returns the repaired value and whether
+    it was nested deeper than :data:`MAX_DEPTH` (truncated there when ``truncate``)."""
+    if not isinstance(value, list | dict):
+        return _fix(value), False
+    too_deep = False
+    stack: list[tuple[list[Any] | dict[Any, Any], int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if isinstance(container, dict) and any(
+            isinstance(key, str) and _SURROGATE.search(key) for key in container
+        ):
+            items = list(container.items())
+            container.clear()
+            container.update((clean_text(key) if isinstance(key, str) else key, item) for key, item in items)
+        entries: list[tuple[Any, Any]] = (
+            list(container.items()) if isinstance(container, dict) else list(enumerate(container))
+        )
+        for key, item in entries:
+            if isinstance(item, list | dict):
+                if depth >= MAX_DEPTH:
+                    too_deep = True
+                    if not truncate:
+                        return value, True
+                    container[key] = None
+                else:
+                    stack.append((item, depth + 1))
+            elif isinstance(item, str | float):
+                fixed = _fix(item)
+                if fixed is not item:
+                    container[key] = fixed
+    return value, too_deep
+
+
+def dumps(value: Any) -> bytes:
+    """Strict compact UTF-8 JSON for an answer of the service: the fast path as
+    ``json.dumps(ensure_ascii=False)``; a value that cannot be written so (a job stored before
+    these rules, by any store) is scrubbed first, so a poll never fails on what it holds."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        cleaned = scrub(value)
+        return json.dumps(cleaned, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")

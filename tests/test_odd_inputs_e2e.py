@@ -1,0 +1,144 @@
+"""Odd inputs and odd upstream answers never make the service answer 5xx (issue 11 items 6, 7, 13;
+issue 12 item 5): through a real uvicorn, with the upstream's answer scripted per job."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from .apps import scripted, scripted_app
+from .helpers import Stack, build_stack
+
+
+@pytest.fixture
+async def stack(serve: Any) -> Stack:
+    return await build_stack(serve, app=scripted_app)
+
+
+def strict_json(response: httpx.Response) -> Any:
+    """The body as RFC 8259 JSON in UTF-8: no NaN/Infinity, no lone surrogate escapes."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    text = response.content.decode("utf-8")  # strict: invalid UTF-8 raises
+    assert "\\ud8" not in text.lower() and "\\udc" not in text.lower(), text
+    return json.loads(text, parse_constant=refuse)
+
+
+async def finished(stack: Stack, http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[Any, bytes]:
+    """Submit a scripted job, wait for it, and return its poll JSON and its raw result bytes."""
+    submitted = await stack.submit(http, "embeddings", json=body)
+    polled = await stack.finish(http, "embeddings", submitted)
+    assert polled.status_code == 200, polled.text
+    raw = await http.get(f"{stack.url}/v1/async/embeddings/{submitted.json()['id']}/result")
+    assert raw.status_code < 500 or raw.status_code == body["answer"]["status"], raw.text
+    return strict_json(polled), raw.content
+
+
+DEEP = b"[" * 900 + b"]" * 900
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        # an upstream that echoes the request's "\ud800": was a 500 on every poll, forever
+        (b'"\\ud800"', "application/json", "\ufffd"),
+        (
+            b'{"a\\udc00": ["x\\ud800y", "\\ud83d\\ude00"]}',
+            "application/json",
+            {"a\ufffd": ["x\ufffdy", "😀"]},
+        ),
+        (b'"\xed\xa0\x80"', "application/json", "\ufffd"),  # CESU-8 bytes of a lone surrogate
+        (b'"\\udfff"', None, "\ufffd"),  # no content type: JSON when it parses
+        # Python's json reads these, strict parsers (JavaScript's JSON.parse) refuse them
+        (b"[NaN, Infinity, -Infinity, 1e999, -1e999, 1.5, 12]", "application/json", [None] * 5 + [1.5, 12]),
+        # nested too deep to write back: kept as text
+        (DEEP, "application/json", {"text": DEEP.decode()}),
+        # charsets that decode oddly: idna refuses "replace", unicode_escape makes surrogates
+        (b"plain", "text/plain; charset=idna", {"text": "plain"}),
+        (b"a\\ud800b", "text/plain; charset=unicode_escape", {"text": "a\ufffdb"}),
+        (b"\xff\xfe", "application/json", {"text": "\ufffd\ufffd"}),
+        (b"", "application/json", {"text": ""}),
+    ],
+)
+async def test_odd_upstream_results_are_stored_servable(
+    stack: Stack, http: httpx.AsyncClient, body: bytes, content_type: str | None, expected: Any
+) -> None:
+    job, raw = await finished(stack, http, scripted(body, content_type=content_type))
+    assert job["status"] == "completed", job
+    assert job["result"] == expected
+    assert raw == body  # the exact bytes stay available
+
+
+async def test_odd_upstream_errors_are_stored_servable(stack: Stack, http: httpx.AsyncClient) -> None:
+    error = (
+        b'{"error": {"message": "bad \\ud800", "code": NaN, "param": "\\udfff"},'
+        b' "extra_fields": {"x": Infinity}}'
+    )
+    job, raw = await finished(stack, http, scripted(error, status=400))
+    assert job["status"] == "failed" and job["status_code"] == 400
+    assert job["error"]["error"]["message"] == "bad \ufffd"
+    assert job["error"]["error"]["param"] == "\ufffd" and "code" not in job["error"]["error"]
+    assert job["error"]["extra_fields"]["x"] is None
+    assert raw == error
+    plain, _ = await finished(stack, http, scripted(b'{"error": "\\ud800"}', status=503))
+    assert plain["error"]["error"]["message"] == "\ufffd"
+
+
+def multipart(boundary: str, *, file_name: str = "file", as_file: bool = True) -> bytes:
+    disposition = f'form-data; name="{file_name}"' + ('; filename="a.wav"' if as_file else "")
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n'
+        f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\nRIFFdata\r\n--{boundary}--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("length", [71, 300, 5000])
+async def test_multipart_boundary_over_70_characters_is_400(
+    serve: Any, http: httpx.AsyncClient, length: int
+) -> None:
+    stack = await build_stack(serve)
+    boundary = "b" * length
+    response = await stack.submit(
+        http,
+        "audio/transcriptions",
+        content=multipart(boundary),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_multipart"
+    assert "1 to 70 characters" in response.json()["error"]["message"]
+    ok = await stack.submit(
+        http,
+        "audio/transcriptions",
+        content=multipart("b" * 70),
+        headers={"content-type": f"multipart/form-data; boundary={'b' * 70}"},
+    )
+    assert (await stack.finish(http, "audio/transcriptions", ok)).json()["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("audio/transcriptions", "file"), ("images/edits", "image"), ("images/variations", "image")],
+)
+async def test_file_sent_as_a_text_field_is_400_with_a_hint(
+    serve: Any, http: httpx.AsyncClient, path: str, field: str
+) -> None:
+    """``curl -F file=examples/hello.wav`` (the @ forgotten) sends the path as a text field."""
+    stack = await build_stack(serve)
+    response = await stack.submit(
+        http, path, files={"model": (None, "m"), field: (None, "examples/hello.wav")}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field
+    assert error["message"] == (
+        f"{field} must be a file upload, not a text field: with curl, put @ before the path "
+        f"(-F {field}=@path)"
+    )
+    ok = await stack.submit(http, path, files={"model": (None, "m"), field: ("a.png", b"PNG")})
+    assert (await stack.finish(http, path, ok)).json()["status"] == "completed"
