@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import IO, Any
 
 from .errors import AsyncJobError
+from .numbers import ascii_int
 
 CHUNK_SIZE = 64 * 1024
 
@@ -88,11 +89,16 @@ async def spool_body(
     """
     declared = header_value(headers, b"content-length")
     if declared is not None:
-        try:
-            if int(declared) > max_bytes:
-                raise too_large(max_bytes)
-        except ValueError:
-            raise AsyncJobError(400, "invalid Content-Length header", code="bad_request") from None
+        size_declared = ascii_int(declared.decode("latin-1"))
+        if size_declared is None:
+            raise AsyncJobError(
+                400,
+                "Content-Length must be a non-negative integer of ASCII digits",
+                code="bad_request",
+                param="Content-Length",
+            )
+        if size_declared > max_bytes:
+            raise too_large(max_bytes)
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - handed to the caller
         max_size=memory_bytes, dir=spool_dir, prefix="bifrost-async-"
     )

@@ -17,6 +17,7 @@ import structlog
 from .capture import ClientDisconnected
 from .errors import AsyncJobError, not_found
 from .jobs import Job, JobStatus
+from .numbers import int_param
 from .plugins import notify
 from .prefer import query
 from .results import apply_outcome, failure
@@ -109,10 +110,11 @@ class JobExtensions:
         return None
 
     async def list_page(self, spec: RouteSpec, scope: dict[str, Any]) -> dict[str, Any]:
-        """One page of the caller's own jobs of this type, newest first."""
+        """One page of the caller's own jobs of this type, newest first. Items are the job
+        without ``result`` and ``error``, so a page's size does not grow with results."""
         params = query(scope)
         status = _status(params.get("status"))
-        limit = _limit(params.get("limit"))
+        limit = int_param(params.get("limit"), "limit", minimum=1, maximum=LIST_MAX, default=LIST_LIMIT)
         owner = self.service.owner(scope)
         if not owner:
             raise AsyncJobError(
@@ -131,7 +133,11 @@ class JobExtensions:
             raise self.service.unavailable() from None
         data = []
         for job in jobs:
+            # without result and error: a page of 100 jobs would otherwise hold 100 results (up
+            # to max_result_bytes each); the poll URL, the list URL + "/{id}", has them
             item = job.to_public()
+            item.pop("result", None)
+            item.pop("error", None)
             position = self.service.runner.queue_position(job.id)
             if job.status is JobStatus.PENDING and position is not None:
                 item["queue_position"] = position
@@ -152,13 +158,3 @@ def _status(raw: str | None) -> JobStatus | None:
         raise AsyncJobError(
             400, f"status must be one of {allowed}", code="invalid_status", param="status"
         ) from None
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return LIST_LIMIT
-    if raw.isdigit() and 1 <= int(raw) <= LIST_MAX:
-        return int(raw)
-    raise AsyncJobError(
-        400, f"limit must be an integer from 1 to {LIST_MAX}", code="invalid_limit", param="limit"
-    )

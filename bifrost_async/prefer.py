@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from urllib.parse import parse_qs
 
 from .capture import Headers
 from .errors import AsyncJobError
+from .numbers import ascii_decimal
 
 #: Request headers that steer this service and mean nothing (or something else) to the
 #: synchronous endpoint: never replayed to it.
@@ -74,11 +74,8 @@ def preferred_wait(raw: str, cap: float) -> float:
 
 
 def _seconds(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
+    # ASCII digits and an optional fraction only: float() would take "nan", "1e9", "٣", "1_0"
+    return ascii_decimal(text)
 
 
 def wait_seconds(scope: dict[str, Any], cap: float) -> float:
@@ -93,7 +90,10 @@ def wait_seconds(scope: dict[str, Any], cap: float) -> float:
         value = _seconds(asked)
         if value is None:
             raise AsyncJobError(
-                400, "wait must be a non-negative number of seconds", code="invalid_wait", param="wait"
+                400,
+                "wait must be a non-negative number of seconds (ASCII digits, optionally a .fraction)",
+                code="invalid_wait",
+                param="wait",
             )
         return min(value, cap)
     preferred = preferences(scope["headers"]).get("wait")

@@ -6,10 +6,14 @@ import base64
 import binascii
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .jobs import Job, JobStatus, is_job_id
+
+#: What ``repr`` writes for a finite float (``1764581558.123``, ``1e-05``, ``1.5e+16``).
+_FLOAT_REPR = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[+-][0-9]+)?")
 
 
 class StoreError(Exception):
@@ -164,6 +168,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, sep, job_id = raw.partition("|")
         if not sep or not job_id:
+            raise ValueError("invalid cursor")
+        # repr() of a finite float only: float() alone would take "nan", " 1", "1_0", "٣"
+        if not _FLOAT_REPR.fullmatch(created):
             raise ValueError("invalid cursor")
         value = float(created)
         if not math.isfinite(value) or not is_job_id(job_id):

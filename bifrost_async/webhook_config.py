@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import AsyncJobError
+from .numbers import ascii_int
 from .webhook_delivery import sign
 from .webhook_endpoints import EVENTS, Endpoint, endpoint_from_request
 
@@ -37,8 +38,10 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: f
     """True if ``body`` with these ``webhook-*`` headers was signed with ``secret`` within
     ``tolerance`` seconds of now: what a receiver runs (any of several signatures may match)."""
     try:
-        msg_id, stamp = headers["webhook-id"], int(headers["webhook-timestamp"])
-    except (KeyError, ValueError):
+        msg_id, stamp = headers["webhook-id"], ascii_int(headers["webhook-timestamp"])
+    except KeyError:
+        return False
+    if stamp is None:  # int() would also take " 1", "+1", "1_0" and other scripts' digits
         return False
     if abs(time.time() - stamp) > tolerance:
         return False

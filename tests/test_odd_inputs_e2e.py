@@ -3,14 +3,20 @@ issue 12 item 5): through a real uvicorn, with the upstream's answer scripted pe
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import httpx
 import pytest
 
+from bifrost_async.capture import spool_body
+from bifrost_async.errors import AsyncJobError
+
 from .apps import scripted, scripted_app
 from .helpers import Stack, build_stack
+
+KEY = {"authorization": "Bearer sk-odd-inputs"}
 
 
 @pytest.fixture
@@ -142,3 +148,68 @@ async def test_file_sent_as_a_text_field_is_400_with_a_hint(
     )
     ok = await stack.submit(http, path, files={"model": (None, "m"), field: ("a.png", b"PNG")})
     assert (await stack.finish(http, path, ok)).json()["status"] == "completed"
+
+
+@pytest.mark.parametrize("limit", ["²", "\u0661", "+5", " 5", "1_0", "5.0", "0", "101", "9" * 40, ""])
+async def test_list_limit_is_parsed_strictly(stack: Stack, http: httpx.AsyncClient, limit: str) -> None:
+    response = await http.get(f"{stack.url}/v1/async/embeddings", params={"limit": limit}, headers=KEY)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_limit", "limit")
+    assert error["message"] == "limit must be an integer from 1 to 100"
+
+
+@pytest.mark.parametrize("wait", ["²", "\u0661", "1e1", "nan", "inf", "-1", " 1", "1_0", ".5"])
+async def test_wait_is_parsed_strictly(stack: Stack, http: httpx.AsyncClient, wait: str) -> None:
+    submitted = await stack.submit(http, "embeddings", json=scripted(b"{}"))
+    url = f"{stack.url}/v1/async/embeddings/{submitted.json()['id']}"
+    response = await http.get(url, params={"wait": wait})
+    assert response.status_code == 400, response.text
+    assert (
+        response.json()["error"]["param"] == "wait" and "wait must be" in response.json()["error"]["message"]
+    )
+    assert (await http.get(url, params={"wait": "0.5"})).status_code in (200, 202)
+
+
+@pytest.mark.parametrize("created", ["\u0661\u0667\u0660\u0660", "nan", " 1", "1_0", "0x10"])
+async def test_forged_cursor_numbers_are_400(stack: Stack, http: httpx.AsyncClient, created: str) -> None:
+    raw = f"{created}|0e46c32d-0000-4000-8000-000000000000".encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = await http.get(f"{stack.url}/v1/async/embeddings", params={"cursor": cursor}, headers=KEY)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "cursor"
+
+
+@pytest.mark.parametrize("declared", [b"\xd9\xa1\xd9\xa0", b"+5", b" 5", b"1_0", b"9" * 30])
+async def test_content_length_is_parsed_strictly(declared: bytes) -> None:
+    """uvicorn's parsers refuse these before any app runs; other ASGI servers may pass them."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    with pytest.raises(AsyncJobError) as refused:
+        await spool_body(receive, [(b"content-length", declared)], max_bytes=10**6, memory_bytes=1024)
+    assert refused.value.status_code == 400 and refused.value.param == "Content-Length"
+
+
+async def test_list_items_leave_out_results(stack: Stack, http: httpx.AsyncClient) -> None:
+    """A page of jobs with 200 KB results each stays small; each result is at its poll URL."""
+    big = json.dumps({"data": ["x" * 1000] * 200}).encode()
+    ids = []
+    for _ in range(3):
+        submitted = await stack.submit(http, "embeddings", json=scripted(big), headers=KEY)
+        await stack.finish(http, "embeddings", submitted, headers=KEY)
+        ids.append(submitted.json()["id"])
+    failed = await stack.submit(
+        http, "embeddings", json=scripted(b'{"error": "no"}', status=400), headers=KEY
+    )
+    await stack.finish(http, "embeddings", failed, headers=KEY)
+    page = await http.get(f"{stack.url}/v1/async/embeddings", params={"limit": "100"}, headers=KEY)
+    assert page.status_code == 200
+    assert len(page.content) < 4096, len(page.content)
+    items = page.json()["data"]
+    assert [item["id"] for item in items] == [failed.json()["id"], *reversed(ids)]
+    assert all("result" not in item and "error" not in item for item in items)
+    assert [item["status_code"] for item in items] == [400, 200, 200, 200]
+    polled = await http.get(f"{page.url.copy_with(params=None)}/{ids[0]}", headers=KEY)
+    assert polled.json()["result"] == json.loads(big)
