@@ -128,7 +128,7 @@ def error_from_body(status: int, body: bytes, extra_fields: dict[str, Any]) -> d
                 return error_body(status, value[key][:_MESSAGE_LIMIT], extra_fields=extra_fields)
     text = body.decode("utf-8", "replace").strip() if body else ""
     if isinstance(value, (list, dict)):
-        text = json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False)
     message = text[:_MESSAGE_LIMIT] or f"request failed with HTTP {status}"
     return error_body(status, message, extra_fields=extra_fields)
 

@@ -1,0 +1,293 @@
+"""Property test (issue 11, "Done means"): random requests *and* random upstream answers through a
+real uvicorn server. Whatever comes in or comes back from the endpoint:
+
+- the service itself never answers 5xx (``GET .../{id}/result`` may pass on the endpoint's own
+  5xx, and only that), and every answer it writes is strict UTF-8 JSON in the contract's shape;
+- every accepted job reaches a terminal state, and its poll says so;
+- stored jobs stay intact: every job polls the same at the end as when it had just finished.
+
+Reproducible: ``derandomize`` and no example database, so CI runs the same examples each time.
+The clock is frozen so that a random TTL header never expires a job in the middle of the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from bifrost_async.routes import DEFAULT_ROUTES
+
+from .apps import scripted_app
+from .helpers import Stack, build_stack
+
+PROPERTY = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+JSON_PATHS = [spec.path for spec in DEFAULT_ROUTES if spec.body == "json"]
+ALL_PATHS = [spec.path for spec in DEFAULT_ROUTES]
+NOW = 1_764_000_000.0
+
+#: Header text a client can send: Latin-1 without CR, LF, NUL or DEL, and without the leading or
+#: trailing whitespace that HTTP strips (h11 refuses to send it).
+header_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=24
+).map(lambda text: text.strip(" \t"))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+#: Bodies an odd upstream answers: JSON Python writes (NaN, Infinity), lone surrogates as escapes
+#: and as CESU-8 bytes, deep nesting, huge numbers, invalid UTF-8, empty.
+upstream_bodies = st.one_of(
+    json_values.map(lambda value: json.dumps(value).encode()),
+    st.binary(max_size=64),
+    st.sampled_from(
+        [
+            b"",
+            b'"\\ud800"',
+            b'{"text": "a\\udfffb"}',
+            b'"\xed\xa0\x80"',
+            b"[NaN, Infinity, -Infinity, 1e999]",
+            b"9" * 5000,
+            b"[" * 300 + b"]" * 300,
+            b"[" * 5000,
+            b'{"error": {"message": "\\ud800", "code": NaN}}',
+            b"\xff\xfe\x00",
+        ]
+    ),
+)
+content_types = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "application/json",
+            "application/problem+json",
+            "application/json; charset=utf-16",
+            "text/plain",
+            "text/plain; charset=latin-1",
+            "text/plain; charset=idna",
+            "text/plain; charset=unicode_escape",
+            "text/plain; charset=base64",
+            "text/plain; charset=nope",
+            'text/plain; charset="',
+            "audio/mpeg",
+            "application/octet-stream",
+            "",
+        ]
+    ),
+    header_text,
+)
+answers = st.fixed_dictionaries(
+    {
+        "status": st.integers(min_value=200, max_value=599),
+        "content_type": content_types,
+        "body": upstream_bodies.map(lambda body: base64.b64encode(body).decode()),
+    }
+)
+request_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "authorization": st.sampled_from(["Bearer sk-a", "Bearer sk-b", "Bearer sk-bf-x"]),
+        "x-bf-async-job-result-ttl": header_text,
+        "x-request-id": header_text,
+        "prefer": st.sampled_from(["wait=0", "wait=²", "wait=0.2", "respond-async", "wait=1e1, odd"]),
+        "idempotency-key": st.sampled_from(["k1", "k2", "\xe9t\xe9"]),
+    },
+)
+
+
+def strict(response: httpx.Response) -> Any:
+    """The body as strict JSON: valid UTF-8, no NaN or Infinity, no lone surrogate."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in {response.request.url}")
+
+    value = json.loads(response.content.decode("utf-8"), parse_constant=refuse)
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
+    return value
+
+
+def contract_answer(response: httpx.Response) -> Any:
+    """No 5xx; errors in the contract's shape; everything strict JSON."""
+    assert response.status_code < 500, response.text[:500]
+    if response.status_code == 204 or response.request.method == "HEAD":
+        return None
+    body = strict(response)
+    if response.status_code >= 400:
+        assert isinstance(body["error"]["message"], str) and isinstance(body["extra_fields"], dict), body
+    return body
+
+
+class Tracked:
+    """The server under test and every job it accepted, with its first terminal poll."""
+
+    def __init__(self, stack: Stack, http: httpx.AsyncClient) -> None:
+        self.stack = stack
+        self.http = http
+        self.jobs: dict[str, tuple[str, dict[str, str], Any]] = {}
+
+    def url(self, path: str, job_id: str = "", suffix: str = "") -> str:
+        return f"{self.stack.url}/v1/async/{path}" + (f"/{job_id}{suffix}" if job_id else "")
+
+    async def settle(self, path: str, submitted: httpx.Response, headers: dict[str, str]) -> None:
+        """Wait for an accepted job to end (by its hook), then check its poll and raw result."""
+        job_id = contract_answer(submitted)["id"]
+        await self.stack.recorder.wait("finished", job_id)
+        owner = {k: v for k, v in headers.items() if k == "authorization"}
+        polled = await self.http.get(self.url(path, job_id), headers=owner)
+        job = contract_answer(polled)
+        assert polled.status_code == 200 and job["status"] in ("completed", "failed"), job
+        assert isinstance(job["status_code"], int) and job["status_code"] != 0
+        raw = await self.http.get(self.url(path, job_id, "/result"), headers=owner)
+        if raw.status_code >= 500:  # only the endpoint's own 5xx, passed on as it was
+            assert raw.status_code == job["status_code"], raw.text[:300]
+        self.jobs.setdefault(job_id, (path, owner, job))
+
+    async def check_intact(self) -> None:
+        for job_id, (path, owner, first) in self.jobs.items():
+            again = await self.http.get(self.url(path, job_id), headers=owner)
+            assert again.status_code == 200 and strict(again) == first, job_id
+
+
+@pytest.fixture
+async def tracked(serve: Any) -> Any:
+    stack = await build_stack(serve, app=scripted_app, clock=lambda: NOW, max_wait_seconds=1)
+    # A connection per request: on a kept-alive connection each answer here waits ~40 ms for a
+    # delayed ACK (uvicorn with or without the middleware alike), which would make this test slow
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+        target = Tracked(stack, http)
+        yield target
+        await target.check_intact()
+    print(f"property: {len(target.jobs)} jobs accepted and settled")
+
+
+@PROPERTY
+@given(
+    path=st.sampled_from(JSON_PATHS),
+    answer=answers,
+    extra=st.dictionaries(st.sampled_from(["input", "stream", "n", "model"]), json_values, max_size=2),
+    headers=request_headers,
+)
+async def test_random_upstream_answers(
+    tracked: Tracked, path: str, answer: dict[str, Any], extra: dict[str, Any], headers: dict[str, str]
+) -> None:
+    body = {"model": "test/scripted", **extra, "answer": answer}
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    encoded.append((b"content-type", b"application/json"))
+    # json.dumps, not httpx's json=: a request may hold NaN as well (Python writes it)
+    submitted = await tracked.http.post(tracked.url(path), content=json.dumps(body), headers=encoded)
+    contract_answer(submitted)
+    if submitted.status_code in (200, 202):
+        await tracked.settle(path, submitted, headers)
+
+
+@st.composite
+def multipart_bodies(draw: st.DrawFn) -> tuple[str, bytes]:
+    """``(content type, body)``: form parts with random names, values and filenames, under a
+    boundary that may break RFC 2046 (too long, odd characters), sometimes cut or misdeclared."""
+    boundary = draw(st.sampled_from(["x", "b" * 70, "b" * 71, "b" * 300, "a b", "é", "--==", "x;y"]))
+    parts = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["model", "file", "image", "stream", "response_format", "n"]),
+                st.one_of(st.none(), st.sampled_from(["a.wav", "", "é.png"])),
+                st.binary(max_size=24),
+            ),
+            max_size=4,
+        )
+    )
+    body = b""
+    for name, filename, value in parts:
+        disposition = f'form-data; name="{name}"' + (
+            f'; filename="{filename}"' if filename is not None else ""
+        )
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    body = body[: draw(st.integers(min_value=0, max_value=len(body)))] if draw(st.booleans()) else body
+    declared = draw(st.sampled_from([boundary, "other", ""]))
+    return f"multipart/form-data; boundary={declared}", body
+
+
+request_bodies = st.one_of(
+    st.tuples(content_types, st.binary(max_size=200)),
+    st.tuples(
+        st.just("application/json"),
+        st.dictionaries(st.sampled_from(["model", "stream", "input", "stream_format"]), json_values).map(
+            lambda value: json.dumps({"model": "m", **value}).encode()
+        ),
+    ),
+    multipart_bodies(),
+)
+
+
+@PROPERTY
+@given(path=st.sampled_from(ALL_PATHS), request=request_bodies, headers=request_headers)
+async def test_random_requests(
+    tracked: Tracked, path: str, request: tuple[str | None, bytes], headers: dict[str, str]
+) -> None:
+    """Random bodies and content types on every route; an accepted one fails cleanly at the
+    endpoint (it scripts no answer) or completes."""
+    content_type, body = request
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if content_type is not None:
+        encoded.append((b"content-type", content_type.encode("utf-8")))
+    submitted = await tracked.http.post(tracked.url(path), content=body, headers=encoded)
+    contract_answer(submitted)
+    if submitted.status_code in (200, 202):
+        await tracked.settle(path, submitted, headers)
+
+
+@PROPERTY
+@given(
+    path=st.sampled_from(ALL_PATHS),
+    method=st.sampled_from(["GET", "HEAD", "DELETE", "PUT"]),
+    params=st.dictionaries(
+        st.sampled_from(["limit", "wait", "cursor", "status", "x"]), header_text, max_size=3
+    ),
+    job_id=st.one_of(st.just(""), st.just("0e46c32d-0000-4000-8000-000000000000"), header_text),
+    suffix=st.sampled_from(["", "/result"]),
+    headers=request_headers,
+)
+@example(
+    path="embeddings",
+    method="GET",
+    params={"limit": "²"},
+    job_id="",
+    suffix="",
+    headers={"authorization": "k"},
+)
+@example(
+    path="embeddings",
+    method="GET",
+    params={"wait": "\u0661"},
+    job_id="0e46c32d-0000-4000-8000-000000000000",
+    suffix="",
+    headers={},
+)
+async def test_random_polls_and_lists(
+    tracked: Tracked,
+    path: str,
+    method: str,
+    params: dict[str, str],
+    job_id: str,
+    suffix: str,
+    headers: dict[str, str],
+) -> None:
+    # "." and ".." are dot-segments: clients resolve them away, onto other routes
+    quoted = urllib.parse.quote(job_id, safe="") if job_id not in (".", "..") else "x"
+    url = tracked.url(path) + (f"/{quoted}{suffix}" if job_id else "")
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    response = await tracked.http.request(method, url, params=params, headers=encoded)
+    contract_answer(response)
