@@ -84,6 +84,16 @@ def outcome_from_response(response: CapturedResponse, extra_fields: dict[str, An
     """A completed outcome for 2xx, a failed one carrying the endpoint's error otherwise."""
     from .raw import capture_raw  # raw imports this module's CapturedResponse
 
+    if not 200 <= response.status <= 599:
+        # 1xx is never final, 600+ is no HTTP status: no client could be given this answer (the
+        # raw-result route would break its connection), and a job's status_code is never 0
+        return failure(
+            502,
+            f"the endpoint answered with HTTP status {response.status}, not a final status (200-599)",
+            extra_fields,
+            type="upstream_error",
+            code="invalid_status",
+        )
     if 200 <= response.status < 300:
         result = encode_result(response)
         raw = capture_raw(response, result)

@@ -41,7 +41,7 @@ async def finished(stack: Stack, http: httpx.AsyncClient, body: dict[str, Any]) 
     polled = await stack.finish(http, "embeddings", submitted)
     assert polled.status_code == 200, polled.text
     raw = await http.get(f"{stack.url}/v1/async/embeddings/{submitted.json()['id']}/result")
-    assert raw.status_code < 500 or raw.status_code == body["answer"]["status"], raw.text
+    assert raw.status_code < 500 or raw.status_code == strict_json(polled)["status_code"], raw.text
     return strict_json(polled), raw.content
 
 
@@ -93,6 +93,19 @@ async def test_odd_upstream_errors_are_stored_servable(stack: Stack, http: httpx
     assert raw == error
     plain, _ = await finished(stack, http, scripted(b'{"error": "\\ud800"}', status=503))
     assert plain["error"]["error"]["message"] == "\ufffd"
+
+
+@pytest.mark.parametrize("status", [0, 99, 101, 199, 600, 999, 65536])
+async def test_upstream_status_outside_200_599_fails_the_job_cleanly(
+    stack: Stack, http: httpx.AsyncClient, status: int
+) -> None:
+    """Was: a job "failed" with status_code 0 (or 101, 999), and its raw result broke the
+    connection (the server cannot send such a status)."""
+    job, raw = await finished(stack, http, scripted(b"{}", status=status))
+    assert job["status"] == "failed" and job["status_code"] == 502, job
+    assert job["error"]["error"]["code"] == "invalid_status"
+    assert f"HTTP status {status}," in job["error"]["error"]["message"]
+    assert json.loads(raw) == job["error"]
 
 
 def multipart(boundary: str, *, file_name: str = "file", as_file: bool = True) -> bytes:

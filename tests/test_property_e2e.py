@@ -91,7 +91,9 @@ content_types = st.one_of(
 )
 answers = st.fixed_dictionaries(
     {
-        "status": st.integers(min_value=200, max_value=599),
+        "status": st.one_of(
+            st.integers(min_value=200, max_value=599), st.integers(min_value=0, max_value=1100)
+        ),
         "content_type": content_types,
         "body": upstream_bodies.map(lambda body: base64.b64encode(body).decode()),
     }
