@@ -37,10 +37,18 @@ _REBUILDERS: dict[str, Callable[[Any, str], bytes]] = {
 }
 
 
+def header_safe(content_type: str) -> str:
+    """``content_type`` as a header value a server can send: without surrounding whitespace,
+    and dropped ("") when it holds CR, LF or NUL. An in-process app can answer with anything;
+    uvicorn (h11) refuses to send such a value and breaks the connection instead."""
+    value = content_type.strip(" \t")
+    return "" if any(char in value for char in "\r\n\x00") else value
+
+
 def capture_raw(response: CapturedResponse, result: Any) -> dict[str, Any]:
     """The ``Job.raw_response`` record for ``response`` whose encoded ``result`` is given
     (``None`` for a non-2xx answer)."""
-    content_type = response.content_type.decode("latin-1")
+    content_type = header_safe(response.content_type.decode("latin-1"))
     record: dict[str, Any] = {"status": response.status, "content_type": content_type}
     if 200 <= response.status < 300:
         for name, rebuild in _REBUILDERS.items():
@@ -59,7 +67,7 @@ def capture_raw(response: CapturedResponse, result: Any) -> dict[str, Any]:
 
 def rebuild_raw(raw: dict[str, Any], result: Any) -> tuple[int, str, bytes]:
     """``(status, content type, body)`` from a record :func:`capture_raw` made."""
-    content_type = str(raw.get("content_type", ""))
+    content_type = header_safe(str(raw.get("content_type", "")))  # also for jobs stored before
     if "body" in raw:
         body = base64.b64decode(raw["body"])
     else:

@@ -108,6 +108,16 @@ async def test_upstream_status_outside_200_599_fails_the_job_cleanly(
     assert json.loads(raw) == job["error"]
 
 
+@pytest.mark.parametrize("content_type", ["text/plain\r\nx-injected: 1", "text/plain\x00", " text/plain "])
+async def test_raw_result_with_an_unsendable_content_type(
+    stack: Stack, http: httpx.AsyncClient, content_type: str
+) -> None:
+    """An in-process app may answer any content type; the raw result used to break its
+    connection when the value held CR, LF, NUL or surrounding spaces (h11 will not send it)."""
+    job, raw = await finished(stack, http, scripted(b"hello", content_type=content_type))
+    assert job["status"] == "completed" and raw == b"hello"
+
+
 def multipart(boundary: str, *, file_name: str = "file", as_file: bool = True) -> bytes:
     disposition = f'form-data; name="{file_name}"' + ('; filename="a.wav"' if as_file else "")
     return (
