@@ -14,6 +14,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .capture import CHUNK_SIZE, Headers, header_value
 from .errors import AsyncJobError
+from .jsonsafe import clean_text
 from .routes import RouteSpec
 
 #: Largest value kept from a multipart text field while validating (model names, flags).
@@ -55,7 +56,8 @@ def validate_body(spec: RouteSpec, headers: Headers, body: IO[bytes]) -> str:
                 param=name,
             )
         raise _bad(f"{name} is required", param=name)
-    return model.strip()
+    # a lone surrogate ("\ud800" in the JSON) would travel into the job's extra_fields
+    return clean_text(model.strip())
 
 
 #: Strings that lax boolean parsers (pydantic, so FastAPI, vLLM and LiteLLM; form fields) read as

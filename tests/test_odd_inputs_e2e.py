@@ -37,7 +37,11 @@ def strict_json(response: httpx.Response) -> Any:
 
 async def finished(stack: Stack, http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[Any, bytes]:
     """Submit a scripted job, wait for it, and return its poll JSON and its raw result bytes."""
-    submitted = await stack.submit(http, "embeddings", json=body)
+    return await finished_job(stack, http, await stack.submit(http, "embeddings", json=body))
+
+
+async def finished_job(stack: Stack, http: httpx.AsyncClient, submitted: httpx.Response) -> tuple[Any, bytes]:
+    """Wait for a submitted job; its poll JSON and its raw result bytes."""
     polled = await stack.finish(http, "embeddings", submitted)
     assert polled.status_code == 200, polled.text
     raw = await http.get(f"{stack.url}/v1/async/embeddings/{submitted.json()['id']}/result")
@@ -116,6 +120,21 @@ async def test_raw_result_with_an_unsendable_content_type(
     connection when the value held CR, LF, NUL or surrounding spaces (h11 will not send it)."""
     job, raw = await finished(stack, http, scripted(b"hello", content_type=content_type))
     assert job["status"] == "completed" and raw == b"hello"
+
+
+async def test_a_model_with_a_lone_surrogate_is_stored_clean(stack: Stack, http: httpx.AsyncClient) -> None:
+    body = json.dumps({**scripted(b"no", status=400), "model": "p\ud800/m\udfff"})
+    submitted = await stack.submit(
+        http, "embeddings", content=body, headers={"content-type": "application/json"}
+    )
+    job, _ = await finished_job(stack, http, submitted)
+    assert job["error"]["extra_fields"] == {
+        "request_type": "embedding",
+        "provider": "p\ufffd",
+        "model_requested": "m\ufffd",
+    }
+    stored = await stack.middleware.store.get(job["id"])  # type: ignore[union-attr]
+    assert stored is not None and stored.extra_fields["provider"] == "p\ufffd"
 
 
 def multipart(boundary: str, *, file_name: str = "file", as_file: bool = True) -> bytes:
