@@ -20,6 +20,7 @@ import pluggy
 
 from .errors import AsyncJobError
 from .http import send_json
+from .numbers import ascii_int
 from .webhook_delivery import Message
 from .webhook_endpoints import EVENTS, Endpoint, endpoint_from_request, invalid, new_secret
 from .webhook_payload import attempt_for, sample
@@ -81,9 +82,10 @@ async def _body(receive: Any) -> Any:
 
 def _int(query: dict[str, list[str]], name: str, default: int, largest: int) -> int:
     raw = query.get(name, [str(default)])[-1]
-    if not raw.isdigit() or int(raw) > largest:
+    value = ascii_int(raw)  # "²" passes str.isdigit() and then fails int(): a 500
+    if value is None or value > largest:
         raise invalid(name, f"Invalid {name} parameter: must be an integer from 0 to {largest}")
-    return int(raw)
+    return value
 
 
 async def handle(plugin: WebhooksPlugin, path: str, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -107,8 +107,10 @@ async def test_create_get_list_update_delete_and_their_errors(serve: Any, http: 
     page = (await http.get(api, headers=ADMIN, params={"limit": 1, "offset": 1})).json()
     assert page["count"] == 1 and page["total_count"] == 2 and page["offset"] == 1
     for params, field in (({"limit": "-1"}, "limit"), ({"limit": "1000"}, "limit"), ({"event": "x"}, "event"),
-                          ({"disabled": "maybe"}, "disabled")):  # fmt: skip
-        assert (await http.get(api, headers=ADMIN, params=params)).json()["error"]["param"] == field
+                          ({"disabled": "maybe"}, "disabled"), ({"limit": "²"}, "limit"),
+                          ({"offset": "\u0661"}, "offset")):  # fmt: skip
+        refused = await http.get(api, headers=ADMIN, params=params)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == field
 
     # PUT replaces the whole endpoint; a header sent back redacted keeps its stored value
     renamed = spec("http://127.0.0.1:9/h2", name="billing-v2", headers={"X-Key": "<redacted>"}, max_retries=7)
