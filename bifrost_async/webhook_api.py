@@ -76,7 +76,7 @@ async def _body(receive: Any) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting exhausts the parser
         raise invalid("body", "Invalid request payload: not JSON") from None
 
 
