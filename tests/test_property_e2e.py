@@ -107,6 +107,8 @@ request_headers = st.fixed_dictionaries(
         "x-request-id": header_text,
         "prefer": st.sampled_from(["wait=0", "wait=²", "wait=0.2", "respond-async", "wait=1e1, odd"]),
         "idempotency-key": st.sampled_from(["k1", "k2", "\xe9t\xe9"]),
+        "x-bf-async-webhook": header_text,
+        "x-bf-vk": st.sampled_from(["sk-bf-x", "sk-bf-", "\xff"]),
     },
 )
 
@@ -139,7 +141,7 @@ class Tracked:
     def __init__(self, stack: Stack, http: httpx.AsyncClient) -> None:
         self.stack = stack
         self.http = http
-        self.jobs: dict[str, tuple[str, dict[str, str], Any]] = {}
+        self.jobs: dict[str, tuple[str, dict[str, bytes], Any]] = {}
 
     def url(self, path: str, job_id: str = "", suffix: str = "") -> str:
         return f"{self.stack.url}/v1/async/{path}" + (f"/{job_id}{suffix}" if job_id else "")
@@ -148,7 +150,7 @@ class Tracked:
         """Wait for an accepted job to end (by its hook), then check its poll and raw result."""
         job_id = contract_answer(submitted)["id"]
         await self.stack.recorder.wait("finished", job_id)
-        owner = {k: v for k, v in headers.items() if k == "authorization"}
+        owner = {k: v.encode("latin-1") for k, v in headers.items() if k in ("authorization", "x-bf-vk")}
         polled = await self.http.get(self.url(path, job_id), headers=owner)
         job = contract_answer(polled)
         assert polled.status_code == 200 and job["status"] in ("completed", "failed"), job
