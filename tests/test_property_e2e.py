@@ -296,3 +296,38 @@ async def test_random_polls_and_lists(
     encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     response = await tracked.http.request(method, url, params=params, headers=encoded)
     contract_answer(response)
+
+
+@PROPERTY
+@given(
+    route=st.sampled_from(
+        ["/v1/responses", "/openai/v1/responses", "/v1/messages", "/anthropic/v1/messages"]
+    ),
+    answer=answers,
+    headers=request_headers,
+)
+async def test_random_upstream_answers_in_header_mode(
+    tracked: Tracked, route: str, answer: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """``x-bf-async: true`` on a provider route, retrieved with ``x-bf-async-id``: the retrieval
+    may pass on the upstream's own status (that is the contract), never a 5xx of its own."""
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    encoded += [(b"content-type", b"application/json"), (b"x-bf-async", b"true")]
+    body = json.dumps({"model": "test/scripted", "answer": answer})
+    submitted = await tracked.http.post(tracked.stack.url + route, content=body, headers=encoded)
+    assert submitted.status_code < 500, submitted.text[:300]
+    accepted = strict(submitted)  # errors come in the route's own shape (OpenAI, Anthropic)
+    if submitted.status_code != 200:
+        assert isinstance(accepted["error"]["message"], str), accepted
+        return
+    await tracked.stack.recorder.wait("finished", accepted["id"])
+    owner = [(k, v) for k, v in encoded if k in (b"authorization", b"x-bf-vk")]
+    retrieved = await tracked.http.post(
+        tracked.stack.url + route, content=b"", headers=[*owner, (b"x-bf-async-id", accepted["id"].encode())]
+    )
+    job = await tracked.stack.middleware.store.get(accepted["id"])  # type: ignore[union-attr]
+    assert job is not None and job.status.terminal
+    if retrieved.status_code >= 500:  # only the endpoint's own status, passed on
+        assert retrieved.status_code == job.status_code, retrieved.text[:300]
+    if job.status.value == "failed" or job.raw_response is None:  # else: the endpoint's own bytes
+        assert isinstance(strict(retrieved), dict)
