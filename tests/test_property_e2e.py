@@ -13,8 +13,10 @@ The clock is frozen so that a random TTL header never expires a job in the middl
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -138,10 +140,19 @@ def contract_answer(response: httpx.Response) -> Any:
 class Tracked:
     """The server under test and every job it accepted, with its first terminal poll."""
 
-    def __init__(self, stack: Stack, http: httpx.AsyncClient) -> None:
+    def __init__(self, stack: Stack, http: httpx.AsyncClient, *, ttl_header: bool) -> None:
         self.stack = stack
         self.http = http
+        self.ttl_header = ttl_header
         self.jobs: dict[str, tuple[str, dict[str, bytes], Any]] = {}
+
+    def encode(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        """The drawn headers as sent (without the TTL header where jobs must not expire)."""
+        return [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in headers.items()
+            if self.ttl_header or k != "x-bf-async-job-result-ttl"
+        ]
 
     def url(self, path: str, job_id: str = "", suffix: str = "") -> str:
         return f"{self.stack.url}/v1/async/{path}" + (f"/{job_id}{suffix}" if job_id else "")
@@ -153,7 +164,7 @@ class Tracked:
         owner = {k: v.encode("latin-1") for k, v in headers.items() if k in ("authorization", "x-bf-vk")}
         polled = await self.http.get(self.url(path, job_id), headers=owner)
         job = contract_answer(polled)
-        assert polled.status_code == 200 and job["status"] in ("completed", "failed"), job
+        assert polled.status_code == 200 and job["status"] in ("completed", "failed"), (job, headers, path)
         assert isinstance(job["status_code"], int) and job["status_code"] != 0
         raw = await self.http.get(self.url(path, job_id, "/result"), headers=owner)
         if raw.status_code >= 500:  # only the endpoint's own 5xx, passed on as it was
@@ -166,16 +177,28 @@ class Tracked:
             assert again.status_code == 200 and strict(again) == first, job_id
 
 
-@pytest.fixture
-async def tracked(serve: Any) -> Any:
-    stack = await build_stack(serve, app=scripted_app, clock=lambda: NOW, max_wait_seconds=1)
+@contextlib.asynccontextmanager
+async def tracking(serve: Any, *, frozen: bool = True, **options: Any) -> AsyncIterator[Tracked]:
+    """The scripted app behind the middleware (``options``: e.g. another store) on a real
+    uvicorn; at the end, every job it accepted must poll as it did when it had just ended.
+
+    ``frozen``: the clock stands still, so a random TTL never expires a job mid-run. A store that
+    expires by its server's own clock (Redis) runs on the real clock without the TTL header."""
+    clock = {"clock": lambda: NOW} if frozen else {}
+    stack = await build_stack(serve, app=scripted_app, max_wait_seconds=1, **clock, **options)
     # A connection per request: on a kept-alive connection each answer here waits ~40 ms for a
     # delayed ACK (uvicorn with or without the middleware alike), which would make this test slow
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-        target = Tracked(stack, http)
+        target = Tracked(stack, http, ttl_header=frozen)
         yield target
         await target.check_intact()
     print(f"property: {len(target.jobs)} jobs accepted and settled")
+
+
+@pytest.fixture
+async def tracked(serve: Any) -> AsyncIterator[Tracked]:
+    async with tracking(serve) as target:
+        yield target
 
 
 @PROPERTY
@@ -189,7 +212,7 @@ async def test_random_upstream_answers(
     tracked: Tracked, path: str, answer: dict[str, Any], extra: dict[str, Any], headers: dict[str, str]
 ) -> None:
     body = {"model": "test/scripted", **extra, "answer": answer}
-    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    encoded = tracked.encode(headers)
     encoded.append((b"content-type", b"application/json"))
     # json.dumps, not httpx's json=: a request may hold NaN as well (Python writes it)
     submitted = await tracked.http.post(tracked.url(path), content=json.dumps(body), headers=encoded)
@@ -245,7 +268,7 @@ async def test_random_requests(
     """Random bodies and content types on every route; an accepted one fails cleanly at the
     endpoint (it scripts no answer) or completes."""
     content_type, body = request
-    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    encoded = tracked.encode(headers)
     if content_type is not None:
         encoded.append((b"content-type", content_type.encode("utf-8")))
     submitted = await tracked.http.post(tracked.url(path), content=body, headers=encoded)
@@ -293,7 +316,7 @@ async def test_random_polls_and_lists(
     # "." and ".." are dot-segments: clients resolve them away, onto other routes
     quoted = urllib.parse.quote(job_id, safe="") if job_id not in (".", "..") else "x"
     url = tracked.url(path) + (f"/{quoted}{suffix}" if job_id else "")
-    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    encoded = tracked.encode(headers)
     response = await tracked.http.request(method, url, params=params, headers=encoded)
     contract_answer(response)
 
@@ -311,7 +334,7 @@ async def test_random_upstream_answers_in_header_mode(
 ) -> None:
     """``x-bf-async: true`` on a provider route, retrieved with ``x-bf-async-id``: the retrieval
     may pass on the upstream's own status (that is the contract), never a 5xx of its own."""
-    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    encoded = tracked.encode(headers)
     encoded += [(b"content-type", b"application/json"), (b"x-bf-async", b"true")]
     body = json.dumps({"model": "test/scripted", "answer": answer})
     submitted = await tracked.http.post(tracked.stack.url + route, content=body, headers=encoded)
