@@ -4,88 +4,34 @@ environment, "listening" only once bound, and one line (no traceback) when the p
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
-import pytest
 
-from .proxy_support import ROOT, free_port
-
-EXAMPLES = ROOT / "examples"
+from .example_support import Start, bound_url
+from .proxy_support import free_port
 
 
-class Example:
-    """One example script running as a real process, its stdout read line by line."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def line_with(self, text: str, deadline: float = 60) -> str:
-        """The first stdout line containing ``text`` (the deadline only bounds a broken run)."""
-        assert self.process.stdout is not None
-        async with asyncio.timeout(deadline):
-            while True:
-                line = (await self.process.stdout.readline()).decode()
-                assert line, f"the example exited ({await self.process.wait()}) before printing {text!r}"
-                if text in line:
-                    return line
-
-
-#: ``await start(script, *args, env=...)``: run an example script.
-Start = Callable[..., Awaitable[Example]]
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Start]:
-    started: list[asyncio.subprocess.Process] = []
-
-    async def run(script: str, *args: str, env: dict[str, str] | None = None) -> Example:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(EXAMPLES / script),
-            *args,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        started.append(process)
-        return Example(process)
-
-    yield run
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-def bound_url(line: str) -> str:
-    return line.split("listening on ")[1].split()[0]
-
-
-async def test_upstream_says_listening_once_bound_on_the_port_it_got(start: Start) -> None:
-    upstream = await start("upstream_service.py", "--port", "0")
+async def test_upstream_says_listening_once_bound_on_the_port_it_got(start_example: Start) -> None:
+    upstream = await start_example("upstream_service.py", "--port", "0")
     url = bound_url(await upstream.line_with("listening on"))
     assert not url.endswith(":0")
     async with httpx.AsyncClient() as client:
         assert (await client.get(url + "/health")).status_code == 200
 
 
-async def test_upstream_port_from_the_environment(start: Start) -> None:
+async def test_upstream_port_from_the_environment(start_example: Start) -> None:
     port = free_port()
-    upstream = await start("upstream_service.py", env={"UPSTREAM_PORT": str(port)})
+    upstream = await start_example("upstream_service.py", env={"UPSTREAM_PORT": str(port)})
     assert bound_url(await upstream.line_with("listening on")).endswith(f":{port}")
 
 
-async def test_upstream_on_a_taken_port_says_so_in_one_line(start: Start) -> None:
+async def test_upstream_on_a_taken_port_says_so_in_one_line(start_example: Start) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        upstream = await start("upstream_service.py", "--port", str(port))
+        upstream = await start_example("upstream_service.py", "--port", str(port))
         assert upstream.process.stderr is not None
         err = (await asyncio.wait_for(upstream.process.stderr.read(), 60)).decode()
         assert await upstream.process.wait() != 0
@@ -93,9 +39,9 @@ async def test_upstream_on_a_taken_port_says_so_in_one_line(start: Start) -> Non
     assert f"cannot listen on 127.0.0.1:{port}" in err
 
 
-async def test_transcription_app_port_from_flag_and_environment(start: Start) -> None:
+async def test_transcription_app_port_from_flag_and_environment(start_example: Start) -> None:
     port = free_port()
-    app = await start("transcription_app.py", env={"PORT": str(port)})
+    app = await start_example("transcription_app.py", env={"PORT": str(port)})
     assert app.process.stderr is not None
     async with asyncio.timeout(60):  # uvicorn says where it listens on stderr
         while f":{port}" not in (line := (await app.process.stderr.readline()).decode()):
@@ -103,7 +49,7 @@ async def test_transcription_app_port_from_flag_and_environment(start: Start) ->
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
     other = free_port()
-    flag = await start("transcription_app.py", "--port", str(other), env={"PORT": str(port)})
+    flag = await start_example("transcription_app.py", "--port", str(other), env={"PORT": str(port)})
     assert flag.process.stderr is not None
     async with asyncio.timeout(60):
         while f":{other}" not in (line := (await flag.process.stderr.readline()).decode()):
