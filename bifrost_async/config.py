@@ -144,7 +144,8 @@ class AsyncJobsConfig:
             if not path.startswith("/") or family not in ("openai", "anthropic", "off"):
                 raise OptionError(
                     "header_async_routes",
-                    f"{path!r} -> {family!r}; want a path starting with '/' and 'openai', 'anthropic' or 'off'",
+                    f"{path!r} -> {family!r}; want a path starting with '/' "
+                    "and 'openai', 'anthropic' or 'off'",
                 )
 
     def _check_types(self) -> None:
