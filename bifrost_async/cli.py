@@ -19,7 +19,8 @@ from typing import Any
 
 from . import __version__
 from .client_cli import add_submit_parser, run_submit
-from .settings import ENV_PREFIX, GROUPS, OPTIONS, ConfigError, parse_size, resolve, show_default
+from .config import OptionError
+from .settings import BY_NAME, ENV_PREFIX, GROUPS, OPTIONS, ConfigError, parse_size, resolve, show_default
 
 __all__ = ["ConfigError", "build_app", "build_parser", "main", "parse_size", "resolve", "serve", "worker_app"]
 
@@ -259,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         values = resolve(args, os.environ)
         return serve(values)
+    except OptionError as exc:  # from the middleware's own checks: name the flag, not the field
+        option = BY_NAME.get(exc.option.removesuffix("s")) or BY_NAME.get(exc.option)
+        print(
+            f"bifrost-async: error: {option.flag if option else exc.option}: {exc.problem}", file=sys.stderr
+        )
+        return 2
     except (ConfigError, ValueError, TypeError) as exc:
         print(f"bifrost-async: error: {exc}", file=sys.stderr)
         return 2

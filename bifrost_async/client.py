@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import aiohttp
+from yarl import URL
 
 from .routes import DEFAULT_ROUTES
 from .upstream import IDLE_KEEPALIVE_SECONDS
@@ -160,6 +161,12 @@ class AsyncJobsClient:
         timeout: float = 60.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
+        url = URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            # Without a scheme aiohttp fails at the first request with NonHttpUrlClientError.
+            raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {base_url!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
         self.base = base_url.rstrip("/") + "/" + prefix.strip("/")
         self._headers = dict(headers or {})
         if api_key:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -18,8 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
+from yarl import URL
+
 from .client import AsyncJobsClient, AsyncJobsError, JobResult, WaitTimeout, type_path
-from .routes import DEFAULT_ROUTES
+from .routes import DEFAULT_ROUTES, RouteSpec
 
 API_KEY_ENV = "BIFROST_ASYNC_API_KEY"
 _SPINNER = "|/-\\"
@@ -89,16 +93,56 @@ def _fields(pairs: Sequence[str]) -> dict[str, str]:
     return fields
 
 
-async def submit_file(args: argparse.Namespace, content: bytes, out: TextIO, err: TextIO) -> int:
-    """Run ``submit`` for parsed ``args`` with the file's ``content``; returns the exit status."""
+class UsageError(ValueError):
+    """A misused ``submit`` option or an unusable FILE: one line, exit status 2."""
+
+
+def check_args(args: argparse.Namespace) -> RouteSpec | None:
+    """Refuse bad options before anything is read or sent; the route of ``--type`` (``None`` for
+    a custom path the default table does not know, which must contain a ``/``)."""
+    url = URL(args.url)
+    if url.scheme not in ("http", "https") or not url.host:
+        hint = f"; did you mean http://{args.url}?" if "://" not in args.url else ""
+        raise UsageError(f"--url: {args.url!r} is not an http:// or https:// URL{hint}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise UsageError(f"--timeout: {args.timeout!r} is out of range (allowed: above 0 seconds)")
     path = type_path(args.type)
     spec = next((s for s in DEFAULT_ROUTES if s.path == path), None)
+    if spec is None and "/" not in path:
+        names = ", ".join(s.request_type for s in DEFAULT_ROUTES)
+        raise UsageError(
+            f"--type: unknown request type {args.type!r}; request types: {names} "
+            "(or a route path such as audio/transcriptions)"
+        )
+    return spec
+
+
+def json_body(content: bytes, spec: RouteSpec, file: str) -> dict[str, Any]:
+    """FILE as the JSON object a JSON type takes, or a :class:`UsageError` that says so."""
+    expects = f"--type {spec.path} sends FILE as its JSON request body (a JSON object)"
+    try:
+        body = json.loads(content.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"{file} is not text: {expects}; to upload a file, use a multipart type such as transcription"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{file} is not valid JSON ({exc}): {expects}") from None
+    if not isinstance(body, dict):
+        raise UsageError(f"{file} holds a JSON {type(body).__name__}, not an object: {expects}")
+    return body
+
+
+async def submit_file(args: argparse.Namespace, content: bytes, out: TextIO, err: TextIO) -> int:
+    """Run ``submit`` for parsed ``args`` with the file's ``content``; returns the exit status."""
+    spec = check_args(args)
+    path = type_path(args.type)
     fields = _fields(args.field)
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
+    body = json_body(content, spec, args.file) if spec is not None and spec.body == "json" else None
     async with AsyncJobsClient(args.url, api_key=api_key, prefix=args.prefix) as client:
         try:
-            if spec is not None and spec.body == "json":
-                body = json.loads(content)
+            if body is not None:
                 body.update(fields)
                 if args.model:
                     body["model"] = args.model
@@ -140,8 +184,12 @@ def _public(job: JobResult) -> dict[str, Any]:
 def run_submit(args: argparse.Namespace) -> int:
     """Entry for the ``submit`` subcommand of ``bifrost-async``."""
     try:
+        check_args(args)  # a bad option is named before the file is read
         content = Path(args.file).read_bytes()
         return asyncio.run(submit_file(args, content, sys.stdout, sys.stderr))
+    except aiohttp.ClientError as exc:  # could not reach the server: say so, no traceback
+        print(f"bifrost-async: error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"bifrost-async: error: {exc}", file=sys.stderr)
         return 2

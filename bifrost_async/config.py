@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -11,6 +12,36 @@ from .keys import AcceptedKeys
 from .routes import DEFAULT_ROUTES, RouteSpec, RouteTable
 
 MB = 1024 * 1024
+
+
+class OptionError(ValueError):
+    """An option of the middleware (or the proxy) has a value it cannot use.
+
+    ``option`` is the option's name (``concurrency``, ``store_options``), ``problem`` says what is
+    wrong and what is allowed; ``str()`` is both in one line. The CLI shows ``option`` as its flag.
+    """
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(f"{option}: {problem}")
+
+
+#: Options that are whole numbers, and those that are any number (seconds): checked for their
+#: type first, so ``concurrency="8"`` names the option instead of failing a comparison later.
+_INTEGERS = (
+    "max_body_bytes",
+    "max_header_bytes",
+    "spool_memory_bytes",
+    "concurrency",
+    "queue_size",
+    "max_result_bytes",
+    "max_jobs",
+    "default_ttl",
+    "max_ttl",
+    "retry_after",
+)
+_NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +112,7 @@ class AsyncJobsConfig:
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
+        self._check_types()
         positive = (
             "max_body_bytes",
             "max_header_bytes",
@@ -96,19 +128,42 @@ class AsyncJobsConfig:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise OptionError(name, f"must be positive, got {getattr(self, name)!r}")
         for name in ("spool_memory_bytes", "shutdown_grace", "max_wait_seconds"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
+                raise OptionError(name, f"must not be negative, got {getattr(self, name)!r}")
         if self.default_ttl > self.max_ttl:
-            raise ValueError("default_ttl must not exceed max_ttl")
-        self.routes()  # fail early on a bad route table
+            raise OptionError("default_ttl", f"{self.default_ttl} must not exceed max_ttl ({self.max_ttl})")
+        try:
+            self.routes()  # fail early on a bad route table
+        except ValueError as exc:
+            raise OptionError(
+                "route_overrides" if self.route_overrides else "extra_routes", str(exc)
+            ) from None
         for path, family in self.header_async_routes.items():
             if not path.startswith("/") or family not in ("openai", "anthropic", "off"):
-                raise ValueError(
-                    f"header_async_routes: {path!r} -> {family!r}; want a path starting with '/' "
-                    "and 'openai', 'anthropic' or 'off'"
+                raise OptionError(
+                    "header_async_routes",
+                    f"{path!r} -> {family!r}; want a path starting with '/' "
+                    "and 'openai', 'anthropic' or 'off'",
                 )
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type (bool is not a number here), naming the option."""
+        for name in (*_INTEGERS, *_NUMBERS):
+            value = getattr(self, name)
+            whole = name in _INTEGERS
+            if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+                kind = "a whole number" if whole else "a number of seconds"
+                raise OptionError(name, f"must be {kind}, got {value!r}")
+            if not math.isfinite(value):
+                raise OptionError(name, f"must be a finite number, got {value!r}")
+        for name in ("prefix", "store", "provider"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise OptionError(name, f"must be a non-empty string, got {getattr(self, name)!r}")
+        for name in ("route_overrides", "store_options", "provider_options"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise OptionError(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
 
     def routes(self) -> RouteTable:
         """The route table these options describe."""
@@ -125,7 +180,8 @@ class AsyncJobsConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown AsyncJobsMiddleware option(s): {', '.join(unknown)}")
+            listed = ", ".join(sorted(known))
+            raise TypeError(f"unknown AsyncJobsMiddleware option(s): {', '.join(unknown)}; known: {listed}")
         keys = options.get("api_keys")
         if keys is not None and not isinstance(keys, AcceptedKeys):
             if isinstance(keys, str | bytes):

@@ -33,6 +33,8 @@ T = TypeVar("T")
 #: Google's APIs map their CANCELLED code to): a failed job whose ``error.type`` is "cancelled".
 CANCELLED_STATUS = 499
 CANCELLED_MESSAGE = "the job was cancelled by its owner"
+#: A job submitted without a credential has no owner: anyone with its id may cancel it.
+CANCELLED_ANONYMOUS_MESSAGE = "the job was cancelled by a client (it was submitted without a credential)"
 #: Page size of the list endpoint: default and largest.
 LIST_LIMIT, LIST_MAX = 20, 100
 
@@ -88,7 +90,7 @@ class JobExtensions:
                 cancelled = dataclasses.replace(job)
                 outcome = failure(
                     CANCELLED_STATUS,
-                    CANCELLED_MESSAGE,
+                    CANCELLED_MESSAGE if job.owner else CANCELLED_ANONYMOUS_MESSAGE,
                     job.extra_fields,
                     type="cancelled",
                     code="job_cancelled",

@@ -9,13 +9,13 @@ import pluggy
 import structlog
 
 from .capture import ClientDisconnected
-from .config import AsyncJobsConfig
+from .config import AsyncJobsConfig, OptionError
 from .endpoints import JobEndpoints, allowed_methods, match_result, sync_route, without_body
 from .errors import AsyncJobError, error_body
 from .header_async import HeaderAsync
 from .http import send_json
 from .openapi import openapi_document
-from .plugins import call_lifecycle, make_plugin_manager, provider_registry, store_registry
+from .plugins import PluginError, call_lifecycle, make_plugin_manager, provider_registry, store_registry
 from .provider import Provider, ProviderContext
 from .routes import RouteSpec
 from .runner import JobRunner
@@ -57,14 +57,37 @@ class AsyncJobsMiddleware:
         self.pm = plugin_manager or make_plugin_manager(plugins)
         self.routes = self.config.routes()
         self.header_async = HeaderAsync(self.routes, self.config.header_async_routes)
-        self._store_factory = store_registry(self.pm).get(self.config.store)
-        self._provider_factory = provider_registry(self.pm).get(self.config.provider)
+        try:
+            self._store_factory = store_registry(self.pm).get(self.config.store)
+        except PluginError as exc:
+            raise OptionError("store", str(exc)) from None
+        try:
+            self._provider_factory = provider_registry(self.pm).get(self.config.provider)
+        except PluginError as exc:
+            raise OptionError("provider", str(exc)) from None
+        self._check_factories()
         self.store: JobStore | None = None
         self.provider: Provider | None = None
         self.runner: JobRunner | None = None
         self.service: JobService | None = None
         self._start_lock = asyncio.Lock()
         self._stopped = False
+
+    def _check_factories(self) -> None:
+        """Build the store and the provider once and drop them, so that their options are checked
+        now, before a server starts, rather than at the first lifespan or request. Factories only
+        parse options and build objects (a store connects in ``start()``), so this costs nothing."""
+        cfg = self.config
+        try:
+            self._store_factory(
+                StoreContext(clock=cfg.clock, max_jobs=cfg.max_jobs, options=cfg.store_options)
+            )
+        except (ValueError, TypeError) as exc:
+            raise OptionError("store_options", f"store {cfg.store!r}: {exc}") from None
+        try:
+            self._provider_factory(ProviderContext(app=self.app, options=cfg.provider_options))
+        except (ValueError, TypeError) as exc:
+            raise OptionError("provider_options", f"provider {cfg.provider!r}: {exc}") from None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -122,9 +145,14 @@ class AsyncJobsMiddleware:
         does not speak lifespan, answer the server ourselves."""
         seen_startup = False
         failed: list[str] = []
+        unwinding = False  # our startup failed after the app started: it gets a shutdown of its own
 
         async def app_receive() -> dict[str, Any]:
             nonlocal seen_startup
+            if unwinding:
+                # The server sends no shutdown after a failed startup, so the app would never
+                # close what its startup opened (the proxy's aiohttp session): ask it ourselves.
+                return {"type": "lifespan.shutdown"}
             message: dict[str, Any] = await receive()
             if message["type"] == "lifespan.startup":
                 seen_startup = True
@@ -138,7 +166,11 @@ class AsyncJobsMiddleware:
             return message
 
         async def app_send(message: dict[str, Any]) -> None:
+            nonlocal unwinding
             if message["type"] == "lifespan.startup.complete" and failed:
+                unwinding = True
+                return
+            if unwinding and message["type"] == "lifespan.shutdown.complete":
                 message = {"type": "lifespan.startup.failed", "message": failed[0]}
             elif message["type"] == "lifespan.shutdown.complete":
                 await self.shutdown()

@@ -28,8 +28,9 @@ F = TypeVar("F")
 log = structlog.get_logger(__name__)
 
 
-class PluginError(Exception):
-    """A plugin or registry problem: a duplicate name, an unknown name."""
+class PluginError(ValueError):
+    """A plugin or registry problem: a duplicate name, an unknown name. A ``ValueError``, so an
+    unknown ``store=``/``provider=`` is refused like any other bad option value."""
 
 
 def make_plugin_manager(plugins: Iterable[Any] = (), *, entry_points: bool = True) -> pluggy.PluginManager:

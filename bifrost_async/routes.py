@@ -98,7 +98,8 @@ class RouteTable:
             by_type[spec.request_type] = spec
         for request_type, sync_path in (overrides or {}).items():
             if request_type not in by_type:
-                raise ValueError(f"unknown request type {request_type!r} in route overrides")
+                known = ", ".join(sorted(by_type))
+                raise ValueError(f"unknown request type {request_type!r}; request types: {known}")
             by_type[request_type] = dataclasses.replace(by_type[request_type], sync_path=sync_path)
         self.by_type = by_type
         self.by_path: dict[str, RouteSpec] = {}

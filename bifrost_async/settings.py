@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,32 @@ def parse_timeout(text: str) -> float | None:
     """Seconds, or ``none``/``0`` for no limit."""
     value = str(text).strip().lower()
     return None if value in ("none", "0", "off") else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric option allows: from ``low`` (excluded if ``low_open``) to ``high``."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        """True if ``value`` is a finite number inside the range."""
+        if not math.isfinite(value) or (self.high is not None and value > self.high):
+            return False
+        return value > self.low if self.low_open else value >= self.low
+
+    def __str__(self) -> str:
+        low = f"{self.low:g}"
+        if self.high is not None:
+            return f"from {low} to {self.high:g}"
+        return f"above {low}" if self.low_open else f"{low} or more"
+
+
+#: The ranges most options use: a count of at least one, a duration above zero, zero or more.
+AT_LEAST_ONE, POSITIVE, NOT_NEGATIVE = Range(1), Range(0, low_open=True), Range(0)
+PORT = Range(0, 65535)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +157,33 @@ OPTIONS: tuple[Option, ...] = (
            "FORMAT", ("auto", "json", "console")),
 )  # fmt: skip
 BY_NAME = {option.name: option for option in OPTIONS}
+#: The numbers each numeric option allows, checked wherever its value comes from (a table beside
+#: OPTIONS rather than a column in it, so options added elsewhere merge without touching these).
+BOUNDS: dict[str, Range] = {
+    "connect_timeout": POSITIVE,
+    "read_timeout": POSITIVE,  # "none" (no limit) is None and not range-checked
+    "upstream_connections": AT_LEAST_ONE,
+    "upstream_keepalive": POSITIVE,
+    "port": PORT,
+    "fd": NOT_NEGATIVE,
+    "workers": AT_LEAST_ONE,
+    "keep_alive": AT_LEAST_ONE,
+    "concurrency": AT_LEAST_ONE,
+    "queue_size": AT_LEAST_ONE,
+    "job_timeout": POSITIVE,
+    "max_body_bytes": AT_LEAST_ONE,
+    "max_result_bytes": AT_LEAST_ONE,
+    "default_ttl": AT_LEAST_ONE,
+    "max_ttl": AT_LEAST_ONE,
+    "shutdown_grace": NOT_NEGATIVE,
+    "max_wait_seconds": NOT_NEGATIVE,
+}
 
 
 def show_default(option: Option) -> str:
     """An option's default as --help shows it."""
+    if option.kind is parse_bool:
+        return "on" if option.default else "off"
     if option.kind is parse_size and option.default % 1024**2 == 0:
         return f"{option.default // 1024**2}MiB"
     return f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
@@ -194,6 +244,12 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: invalid value {raw!r} ({exc})") from None
     if option.choices and value not in option.choices:
         raise ConfigError(f"{source}: {raw!r} is not one of {', '.join(option.choices)}")
+    bounds = BOUNDS.get(option.name)
+    if bounds is not None and value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {raw!r} is not a number")
+        if not bounds.allows(value):
+            raise ConfigError(f"{source}: {raw!r} is out of range (allowed: {bounds})")
     return value
 
 

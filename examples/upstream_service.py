@@ -2,7 +2,7 @@
 
 Run it, then the proxy in front of it (after ``pip install -e '.[transcribe]'``)::
 
-    python examples/upstream_service.py --port 9000 &
+    python examples/upstream_service.py --port 9000 &     # or UPSTREAM_PORT=9000
     bifrost-async serve --upstream http://127.0.0.1:9000 --port 8000
 
 and submit an async transcription to the proxy::
@@ -36,6 +36,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import signal
 import struct
 import time
 import wave
@@ -82,6 +84,7 @@ async def transcriptions(request: web.Request) -> web.Response:
     if not isinstance(upload, web.FileField):
         return _error(400, "file is required")
     data = upload.file.read()
+    print(f"transcribing {len(data)} bytes", flush=True)  # one line per job: see it working
     try:
         # Recognition is CPU-bound: keep the event loop free for other requests.
         text, seconds = await asyncio.to_thread(transcribe_wav, data)
@@ -219,10 +222,49 @@ def make_app() -> web.Application:
     return app
 
 
-if __name__ == "__main__":
+async def serve(host: str, port: int) -> None:
+    """Bind, say so, and serve until SIGTERM or SIGINT."""
+    # keepalive_timeout 75 s: longer than the idle timeout of the pools in front (the proxy's 4 s),
+    # as the README advises, so they, not we, close idle connections.
+    runner = web.AppRunner(make_app(), keepalive_timeout=75, shutdown_timeout=2)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(f"upstream_service: cannot listen on {host}:{port}: {exc.strerror}") from None
+    # Printed only once the port is bound (the port the OS chose for --port 0), so a script may
+    # wait for this line and then connect.
+    bound_host, bound_port = runner.addresses[0][:2]
+    print(f"upstream service listening on http://{bound_host}:{bound_port} (engine: {ENGINE})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python examples/upstream_service.py [--host H] [--port P]``; the environment variables
+    ``UPSTREAM_HOST`` and ``UPSTREAM_PORT`` set the defaults."""
     parser = argparse.ArgumentParser(description="A small synchronous OpenAI-compatible service.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
-    args = parser.parse_args()
-    print(f"upstream service on http://{args.host}:{args.port} (transcription engine: {ENGINE})", flush=True)
-    web.run_app(make_app(), host=args.host, port=args.port, print=None)
+    parser.add_argument("--host", default=os.environ.get("UPSTREAM_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=port_number, default=os.environ.get("UPSTREAM_PORT", "9000"))
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.host, args.port))
+
+
+def port_number(text: str) -> int:
+    """A TCP port (0 picks a free one), for argparse: a bad one is a one-line usage error."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range (allowed: from 0 to 65535)")
+    return port
+
+
+if __name__ == "__main__":
+    main()

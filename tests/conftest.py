@@ -14,6 +14,9 @@ import uvicorn
 
 from .webhook_support import Receiver
 
+#: The ``start_example`` fixture: the bundled example scripts as real processes.
+pytest_plugins = ["tests.example_support"]
+
 
 class RunningServer:
     """A uvicorn server serving ``app`` on 127.0.0.1 and an ephemeral port."""

@@ -110,6 +110,7 @@ async def test_cancel_pending_and_running_jobs_then_delete(stack: Any, http: htt
     body = cancelled.json()
     assert body["status"] == "failed" and body["status_code"] == 499
     assert body["error"]["type"] == "cancelled" and body["error"]["error"]["code"] == "job_cancelled"
+    assert body["error"]["error"]["message"] == "the job was cancelled by its owner"
     running_url = stack.url + running.headers["location"]
     stopped = await http.delete(running_url, headers=ALICE)
     assert stopped.status_code == 200 and stopped.json()["status"] == "failed"
@@ -124,6 +125,21 @@ async def test_cancel_pending_and_running_jobs_then_delete(stack: Any, http: htt
     assert (await http.get(running_url, headers=ALICE)).status_code == 404
     assert (await http.delete(running_url, headers=ALICE)).status_code == 404
     assert stack.recorder.finished()[queued.json()["id"]].status_code == 499
+
+
+async def test_cancelling_an_anonymous_job_does_not_name_an_owner(
+    stack: Any, http: httpx.AsyncClient
+) -> None:
+    """A job submitted without a credential has no owner; the cancel message must not claim one."""
+    gate = stack.app.state.gate
+    running = await stack.submit(http, CHAT, **gated())
+    await asyncio.wait_for(gate.arrived.wait(), 10)
+    queued = await stack.submit(http, "embeddings", json={"model": "test/ok"})
+    cancelled = await http.delete(stack.url + queued.headers["location"])
+    assert cancelled.status_code == 200
+    message = cancelled.json()["error"]["error"]["message"]
+    assert "owner" not in message and "without a credential" in message
+    assert (await http.delete(stack.url + running.headers["location"])).status_code == 200
 
 
 @pytest.mark.parametrize("response_format", ["json", "text", "srt", "vtt"])

@@ -63,14 +63,14 @@ def test_duplicate_store_name_names_both_plugins() -> None:
 
 
 def test_unknown_store_is_a_clear_error() -> None:
-    with pytest.raises(PluginError, match=r"unknown store 'nope'; registered: memory"):
+    with pytest.raises(ValueError, match=r"^store: unknown store 'nope'; registered: memory"):
         AsyncJobsMiddleware(lambda *a: None, store="nope")
 
 
 def test_unknown_option_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="concurency"):
         AsyncJobsMiddleware(lambda *a: None, concurency=3)
-    with pytest.raises(ValueError, match="concurrency must be positive"):
+    with pytest.raises(ValueError, match="concurrency: must be positive"):
         AsyncJobsMiddleware(lambda *a: None, concurrency=0)
 
 
