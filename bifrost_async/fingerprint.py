@@ -26,6 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .capture import Headers, header_value
 from .routes import RouteSpec
+from .validation import JSON_BUFFER
 
 #: A part header longer than this is not a well-formed request: digest the raw bytes instead.
 _HEADER_LIMIT = 16 * 1024
@@ -39,9 +40,11 @@ def _h(*pieces: bytes) -> bytes:
 
 
 class _JsonDigest:
-    """An order-independent digest of a JSON value, from ijson's streaming events."""
+    """An order-independent digest of a JSON value, from ijson's streaming events (fed in
+    pieces of :data:`~bifrost_async.validation.JSON_BUFFER`, for the reason given there)."""
 
     def __init__(self) -> None:
+        self._pending = bytearray()
         self._events = sendable_list()
         self._parser = ijson.basic_parse_coro(self._events, use_float=True)
         #: One frame per open container: (is it an object, the digests of its members, its key).
@@ -49,10 +52,15 @@ class _JsonDigest:
         self.root: bytes | None = None
 
     def feed(self, chunk: bytes) -> None:
-        self._parser.send(chunk)
-        self._drain()
+        self._pending += chunk
+        if len(self._pending) >= JSON_BUFFER:
+            self._parser.send(bytes(self._pending))
+            self._pending.clear()
+            self._drain()
 
     def finish(self) -> bytes:
+        if self._pending:
+            self._parser.send(bytes(self._pending))
         self._parser.close()
         self._drain()
         if self.root is None or self._stack:

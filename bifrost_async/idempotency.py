@@ -20,12 +20,13 @@ import hmac
 import re
 from typing import IO, Any
 
-from .capture import CHUNK_SIZE, ClientDisconnected, Headers, header_value, too_large
+from .capture import ClientDisconnected, Headers, header_value, too_large
 from .errors import AsyncJobError
 from .fingerprint import Fingerprint
 from .jobs import Job
 from .routes import RouteSpec
 from .store import JobStore
+from .validation import JSON_BUFFER
 
 HEADER = b"idempotency-key"
 #: Seconds a claim waits for its job to be created before it lapses (the process died between
@@ -71,7 +72,7 @@ def spool_fingerprint(spec: RouteSpec, query_string: bytes, headers: Headers, bo
     runs it in a thread for large bodies."""
     digest = Fingerprint(spec, query_string, headers)
     body.seek(0)
-    while chunk := body.read(CHUNK_SIZE):
+    while chunk := body.read(JSON_BUFFER):
         digest.feed(chunk)
     body.seek(0)
     return digest.hexdigest()

@@ -18,6 +18,10 @@ from .routes import RouteSpec
 #: Deepest JSON nesting accepted: deeper is refused (400) here rather than crashing the
 #: recursive parser of the app the job replays to (Python's json stops near 1000 levels).
 MAX_JSON_DEPTH = 512
+#: Bytes handed to the JSON parser at a time. ijson rescans a token that spans its buffer from
+#: the start on every refill, so a small buffer makes one long string quadratic (48 MB: 6 s at
+#: 64 KiB, 0.5 s at 1 MiB); one buffer's parse is also the longest the parser holds the GIL.
+JSON_BUFFER = 1024 * 1024
 #: Largest value kept from a multipart text field while validating (model names, flags).
 _FIELD_VALUE_LIMIT = 4096
 
@@ -80,7 +84,7 @@ def _scan_json(body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
     depth = 0
     key: str | None = None
     try:
-        for event, value in ijson.basic_parse(body, use_float=True, buf_size=CHUNK_SIZE):
+        for event, value in ijson.basic_parse(body, use_float=True, buf_size=JSON_BUFFER):
             if depth == 0 and event != "start_map":
                 raise _bad("request body must be a JSON object", code="invalid_json")
             if event in ("start_map", "start_array"):
