@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import re
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pluggy
 import structlog
 
+from .admission import Admission
 from .capture import CapturedRequest, Headers, header_value, spool_body
 from .config import AsyncJobsConfig
 from .errors import AsyncJobError, model_extra_fields, not_found
@@ -20,7 +20,6 @@ from .idempotency import (
     repeat_answer,
     requested_key,
     spool_fingerprint,
-    stream_fingerprint,
 )
 from .jobs import Job, JobStatus, is_job_id, new_job_id
 from .plugins import notify
@@ -28,7 +27,7 @@ from .prefer import replay_headers
 from .results import worker_lost
 from .routes import RouteSpec
 from .runner import JobRunner, WorkItem
-from .store import JobStore, OwnerShareFull, StoreError, StoreFull
+from .store import JobStore, StoreError
 from .validation import validate_body
 
 log = structlog.get_logger(__name__)
@@ -57,17 +56,6 @@ def parse_ttl(raw: bytes | None, default: int, maximum: int) -> int:
     return min(int(digits), maximum)
 
 
-def owner_quota(message: str, config: AsyncJobsConfig) -> AsyncJobError:
-    """429 for a caller over its share (of the store or of the queue): it alone waits."""
-    return AsyncJobError(
-        429,
-        f"{message}; retry later",
-        type="rate_limit_error",
-        code="owner_quota_exceeded",
-        headers={"Retry-After": str(config.retry_after)},
-    )
-
-
 class JobService:
     """Implements submit and poll on a store and a runner."""
 
@@ -78,6 +66,7 @@ class JobService:
         self.pm = pm
         self.store = store
         self.runner = runner
+        self.admission = Admission(self)
 
     def owner(self, scope: dict[str, Any]) -> str:
         """Who is asking, as the ``job_owner`` hook decides."""
@@ -115,8 +104,8 @@ class JobService:
         key = requested_key(scope["headers"])
         claim = claim_digest(owner, key, self.config.owner_secret) if key is not None else None
         if claim is not None:
-            await self._answer_repeat(spec, scope, receive, claim)
-        await self._admit(owner)
+            await self.admission.answer_repeat(spec, scope, receive, claim)
+        await self.admission.admit(owner)
         try:
             request = await self._capture(spec, scope, receive)
             try:
@@ -138,46 +127,6 @@ class JobService:
         )
         notify(self.pm, "job_submitted", job=job)
         return job
-
-    async def _answer_repeat(self, spec: RouteSpec, scope: dict[str, Any], receive: Any, claim: str) -> None:
-        """When ``claim`` is held, answer from a digest of the streamed body (which is never
-        spooled) before any slot or share is taken; return when the key is free."""
-        try:
-            held = await self.store.find_idempotency_key(claim)
-            if held is None:
-                return
-            mine = await stream_fingerprint(
-                spec, scope.get("query_string", b""), scope["headers"], receive, self.config.max_body_bytes
-            )
-            raise await repeat_answer(self.store, held[0], held[1] == mine)
-        except StoreError:
-            raise self.unavailable() from None
-
-    async def _admit(self, owner: str) -> None:
-        """Take a queue slot for ``owner``, or refuse (429) when its share of the store or of the
-        queue is used up, or the queue is full."""
-        share = self.config.owner_job_share()
-        try:
-            if share and await self.store.owner_jobs(owner) >= share:
-                raise owner_quota(f"this caller holds its share of {share} live jobs", self.config)
-        except StoreError:
-            raise self.unavailable() from None
-        if self.runner.reserve(owner):
-            return
-        if not self.runner.accepting:
-            raise self.unavailable("the server is shutting down and accepts no new jobs")
-        if self.runner.owner_full(owner):
-            queue_share = self.config.owner_queue_share()
-            raise owner_quota(
-                f"this caller has its share of {queue_share} jobs queued or running", self.config
-            )
-        raise AsyncJobError(
-            429,
-            "the job queue is full; retry later",
-            type="rate_limit_error",
-            code="queue_full",
-            headers={"Retry-After": str(self.config.retry_after)},
-        )
 
     async def _capture(self, spec: RouteSpec, scope: dict[str, Any], receive: Any) -> CapturedRequest:
         headers: Headers = scope["headers"]
@@ -243,38 +192,15 @@ class JobService:
                 if held is not None:
                     raise await repeat_answer(self.store, held, same)
                 job.idempotency_claim = claim
-            await self._create(job)
+            await self.admission.create(job)
         except StoreError:
             raise self.unavailable() from None
         request.headers = replay_headers(request.headers)  # the endpoint gets none of our knobs
         if not self.runner.enqueue(WorkItem(job=job, request=request)):
             # shutdown failed the queue while this job was being stored: nobody would run it
-            await self._withdraw(job)
+            await self.admission.withdraw(job)
             raise self.unavailable("the server is shutting down and accepts no new jobs")
         return job
-
-    async def _create(self, job: Job) -> None:
-        """Store ``job``; on any refusal release its idempotency claim, so that a retry with the
-        same key is judged afresh rather than answered 409 until the claim lapses."""
-        try:
-            await self.store.create(job)
-        except BaseException as exc:
-            if job.idempotency_claim is not None:
-                with contextlib.suppress(StoreError):
-                    await self.store.release_idempotency_key(job.idempotency_claim, job.id)
-            if isinstance(exc, OwnerShareFull):
-                raise owner_quota(str(exc), self.config) from None
-            if isinstance(exc, StoreFull):
-                raise self.unavailable(str(exc)) from None
-            raise
-
-    async def _withdraw(self, job: Job) -> None:
-        """Remove a stored job that will never run (with its claim). If the store fails here,
-        the job's lease (which no runner renews) lets the next poll or sweep fail it."""
-        try:
-            await self.store.delete(job.id)
-        except StoreError:
-            log.warning("job.withdraw_failed", job_id=job.id)
 
     def submit_metadata(self, headers: Headers, request_type: str) -> dict[str, str]:
         """Ask the ``validate_submit`` hooks: any may refuse the submit by raising
