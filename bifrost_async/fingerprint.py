@@ -47,8 +47,10 @@ class _JsonDigest:
         self._pending = bytearray()
         self._events = sendable_list()
         self._parser = ijson.basic_parse_coro(self._events, use_float=True)
-        #: One frame per open container: (is it an object, the digests of its members, its key).
-        self._stack: list[tuple[bool, list[bytes], list[str]]] = []
+        #: One frame per open container, folded as members arrive (memory: the depth, never the
+        #: member count): an array's running hash; an object's member digests summed modulo
+        #: 2**256 (a multiset hash: the order of members does not change it) and counted.
+        self._stack: list[_Frame] = []
         self.root: bytes | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -74,23 +76,53 @@ class _JsonDigest:
 
     def _event(self, event: str, value: Any) -> None:
         if event in ("start_map", "start_array"):
-            self._stack.append((event == "start_map", [], [""]))
+            self._stack.append(_Frame(event == "start_map"))
         elif event == "map_key":
-            self._stack[-1][2][0] = str(value)
+            self._stack[-1].key = str(value).encode("utf-8", "surrogatepass")
         elif event in ("end_map", "end_array"):
-            is_map, members, _ = self._stack.pop()
-            if is_map:
-                members.sort()  # members are (key, value) digests: their order must not matter
-            self._add(_h(b"{" if is_map else b"[", *members))
+            self._add(self._stack.pop().digest())
+        elif self._stack and not self._stack[-1].is_map:  # the bulk of big bodies: no hash each
+            self._stack[-1].add_scalar(_scalar(event, value))
         else:
             self._add(_h(b"s", _scalar(event, value)))
 
     def _add(self, digest: bytes) -> None:
-        if not self._stack:
+        if self._stack:
+            self._stack[-1].add(digest)
+        else:
             self.root = digest
-            return
-        is_map, members, key = self._stack[-1]
-        members.append(_h(key[0].encode("utf-8", "surrogatepass"), digest) if is_map else digest)
+
+
+class _Frame:
+    """An open JSON object or array (see :class:`_JsonDigest`)."""
+
+    __slots__ = ("count", "is_map", "key", "running", "total")
+
+    def __init__(self, is_map: bool) -> None:
+        self.is_map = is_map
+        self.key = b""
+        self.count = 0
+        self.total = 0
+        self.running = hashlib.sha256(b"[")
+
+    def add(self, digest: bytes) -> None:
+        self.count += 1
+        if self.is_map:
+            member = _h(self.key, digest)
+            self.total = (self.total + int.from_bytes(member, "big")) % 2**256
+        else:
+            self.running.update(b"d" + digest)
+
+    def add_scalar(self, text: bytes) -> None:
+        """An array's scalar member, folded into the running hash without a digest of its own
+        (length-prefixed and tagged, so it cannot be confused with a nested digest)."""
+        self.count += 1
+        self.running.update(b"s" + len(text).to_bytes(8, "big") + text)
+
+    def digest(self) -> bytes:
+        if self.is_map:
+            return _h(b"{", self.count.to_bytes(8, "big"), self.total.to_bytes(32, "big"))
+        return _h(b"[", self.count.to_bytes(8, "big"), self.running.digest())
 
 
 def _scalar(event: str, value: Any) -> bytes:

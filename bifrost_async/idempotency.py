@@ -15,6 +15,7 @@ no queue slot, no share of the caller's quota and no disk.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -85,6 +86,7 @@ async def stream_fingerprint(
     repeat is answered from it). 413 past ``max_bytes``, as a spooled submit would get."""
     digest = Fingerprint(spec, query_string, headers)
     size = 0
+    pending = bytearray()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -93,10 +95,14 @@ async def stream_fingerprint(
         size += len(chunk)
         if size > max_bytes:
             raise too_large(max_bytes)
-        if chunk:
-            digest.feed(chunk)
-        if not message.get("more_body", False):
-            return digest.hexdigest()
+        pending += chunk
+        last = not message.get("more_body", False)
+        if len(pending) >= JSON_BUFFER or last:
+            # parsing and hashing a buffer is CPU work: in a thread, so the loop stays free
+            await asyncio.to_thread(digest.feed, bytes(pending))
+            pending.clear()
+        if last:
+            return await asyncio.to_thread(digest.hexdigest)
 
 
 async def repeat_answer(store: JobStore, held_job: str, same: bool) -> Exception:
