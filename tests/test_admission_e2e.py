@@ -191,7 +191,7 @@ async def test_a_large_submit_does_not_stall_a_concurrent_poll(serve: Any, http:
     held = await stack.submit(http, "embeddings", json=GATED)  # keeps the big job queued, unparsed
     await stack.app.state.gate.arrived.wait()
     poll_url = f"{stack.url}/v1/async/embeddings/{held.json()['id']}"
-    body = b'{"model":"m","input":[' + b"0," * 16_000_000 + b"0]}"  # 32 MB of small tokens
+    body = b'{"model":"m","input":[' + b"0," * 24_000_000 + b"0]}"  # 48 MB of small tokens
     big = asyncio.create_task(stack.submit(http, "embeddings", content=body))
     worst = 0.0
     polls = 0
@@ -203,8 +203,9 @@ async def test_a_large_submit_does_not_stall_a_concurrent_poll(serve: Any, http:
             polls += 1
     assert (await big).status_code == 202
     assert polls > 1
-    # parsing 32 MB on the loop held every request for ~0.7 s here; off the loop, a poll waits
-    # at most one parser buffer. Generous: this is a bound, not a benchmark.
-    assert worst < 0.4, f"a poll waited {worst:.2f} s"
+    # parsing 48 MB on the loop held every request for ~1.6 s here (the issue saw 1.8 s); off
+    # the loop a poll waits at most about one parser buffer (~20 ms). Generous: a bound for a
+    # loaded machine, not a benchmark.
+    assert worst < 0.75, f"a poll waited {worst:.2f} s"
     await http.delete(f"{stack.url}/v1/async/embeddings/{(await big).json()['id']}")
     stack.app.state.gate.opened.set()
