@@ -75,10 +75,14 @@ end
 
 #: KEYS: job, jobs index, leases index, idempotency claim[, owner's list index, its expiry twin].
 #: ARGV: id, record, status, now, max_jobs (0: no bound), lease score or "", expires_at or "",
-#: expiry in epoch milliseconds or "", created_at, the owner's share set, the share (0: none).
+#: expiry in epoch milliseconds or "", created_at, the owner's share set, the share (0: none),
+#: the epoch milliseconds until which the share set must live for this job.
 #: The claim (if it is this job's) stops lapsing: it now lives exactly as long as the job.
 #: The share set (every job of one owner, anonymous callers included, scored by ``created_at``)
-#: is judged against the jobs index, so the update and delete scripts need not know it.
+#: is judged against the jobs index, so the update and delete scripts need not know it. It
+#: expires (so nothing of an owner who went away is left) no sooner than its latest job's
+#: created_at + ttl + a day; a job still unfinished a day after that would go uncounted. It
+#: is kept only while a share is set (jobs created without one are not counted).
 #: Returns 1 when stored (or when this very record is stored already, so a create retried after
 #: a lost reply succeeds), 0 when another job holds the id, -1 when the bound is reached, -2 when
 #: the owner holds its share.
@@ -97,7 +101,12 @@ local max_jobs = tonumber(ARGV[5])
 if max_jobs > 0 and redis.call('ZCARD', jobs) >= max_jobs then return -1 end
 local share, share_max = ARGV[10], tonumber(ARGV[11])
 if share_max > 0 and share_count(share, jobs, share_max) >= share_max then return -2 end
-redis.call('ZADD', share, ARGV[9], id)
+if share_max > 0 then  -- no share, no set: then nothing of ours outlives the last job
+  redis.call('ZADD', share, ARGV[9], id)
+  local keep = tonumber(ARGV[12]) - tonumber(now) * 1000  -- ms the set must outlive this job
+  local left = redis.call('PTTL', share)
+  if left < keep then redis.call('PEXPIRE', share, math.ceil(keep)) end
+end
 redis.call('HSET', job, 'record', record, 'status', status)
 if ARGV[7] ~= '' then
   redis.call('HSET', job, 'expires_at', ARGV[7])

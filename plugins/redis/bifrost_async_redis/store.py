@@ -33,6 +33,10 @@ from .webhooks import RedisWebhookRecords
 
 log = structlog.get_logger(__name__)
 
+#: Seconds an owner's share set outlives its latest job's ``created_at + ttl``: room for the
+#: job's queue wait and run, after which it ends and expires by then (see ``scripts.CREATE``).
+SHARE_SLACK = 86400
+
 
 class RedisJobStore(RedisWebhookRecords):
     """Jobs in Redis, shared by every process that points at the same server and prefix; also
@@ -179,7 +183,8 @@ class RedisJobStore(RedisWebhookRecords):
     async def create(self, job: Job) -> None:
         """See :meth:`bifrost_async.store.JobStore.create`; ``StoreFull`` at ``max_jobs``."""
         with self.guard():
-            share = [self.share_key(job.owner), self.max_owner_jobs]
+            share_until = math.ceil((job.created_at + job.ttl + SHARE_SLACK) * 1000)
+            share = [self.share_key(job.owner), self.max_owner_jobs, share_until]
             args = [*self._args(job, self.max_jobs), repr(job.created_at), *share]
             stored = await self._create(keys=self._keys(job), args=args)
         if stored == -1:
