@@ -76,7 +76,13 @@ def bare() -> Starlette:
 def middleware_options() -> dict[str, Any]:
     """Middleware options from the environment (store, Redis URL, shared owner secret)."""
     # Far more jobs than one run creates (the default 10,000 would fill up and answer 503).
-    options: dict[str, Any] = {"owner_secret": "bench-secret", "max_jobs": 10_000_000}
+    # One load generator is one owner: its shares would cap it at half the service (off here).
+    options: dict[str, Any] = {
+        "owner_secret": "bench-secret",
+        "max_jobs": 10_000_000,
+        "owner_max_jobs": 0,
+        "owner_queue_size": 0,
+    }
     if os.environ.get("BENCH_STORE", "memory") == "redis":
         options["store"] = "redis"
         options["store_options"] = {"url": os.environ["BENCH_REDIS_URL"], "prefix": "bench:"}

@@ -11,7 +11,7 @@ from .jobs import Job, JobStatus
 from .middleware import AsyncJobsMiddleware
 from .provider import Provider, ProviderContext, ProviderError
 from .routes import DEFAULT_ROUTES, RouteSpec
-from .store import JobStore, StoreContext, StoreFull, StoreUnavailable
+from .store import JobStore, OwnerShareFull, StoreContext, StoreFull, StoreUnavailable
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "JobStore",
+    "OwnerShareFull",
     "Provider",
     "ProviderContext",
     "ProviderError",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
@@ -31,6 +32,8 @@ from .routes import DEFAULT_ROUTES
 from .upstream import IDLE_KEEPALIVE_SECONDS
 
 FileSpec = tuple[str, bytes | BinaryIO, str]
+#: Most retries ``submit`` makes.
+MAX_SUBMIT_RETRIES = 10
 _PATHS = {spec.request_type: spec.path for spec in DEFAULT_ROUTES}
 
 
@@ -143,6 +146,18 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
         return None  # an HTTP-date or garbage: the caller's default applies
 
 
+def _form(data: Mapping[str, str] | None, files: Mapping[str, FileSpec] | None) -> aiohttp.FormData:
+    """A fresh form per attempt (aiohttp sends a FormData once); file objects are rewound."""
+    form = aiohttp.FormData()
+    for name, value in (data or {}).items():
+        form.add_field(name, value)
+    for name, (filename, content, content_type) in (files or {}).items():
+        if not isinstance(content, bytes) and content.seekable():
+            content.seek(0)
+        form.add_field(name, content, filename=filename, content_type=content_type)
+    return form
+
+
 class AsyncJobsClient:
     """Submit, poll and wait for jobs over one aiohttp session.
 
@@ -202,10 +217,20 @@ class AsyncJobsClient:
         ttl: int | None = None,
         webhook: str | None = None,
         request_id: str | None = None,
+        idempotency_key: str | None = None,
+        retries: int = 0,
     ) -> JobResult:
         """Submit a job: a JSON body (``json=``) or a multipart form (``data=`` fields and
         ``files={"file": (filename, bytes or file, content_type)}``). ``ttl`` sets
-        ``x-bf-async-job-result-ttl``, ``webhook`` names a configured webhook."""
+        ``x-bf-async-job-result-ttl``, ``webhook`` names a configured webhook.
+
+        ``idempotency_key`` is sent as ``Idempotency-Key``: the server runs the request once,
+        however often it is sent. ``retries`` (0 to 10) retries a lost connection, a 429 or a
+        503 after the server's ``Retry-After``; retrying always sends a key (a fresh one unless
+        given), so a retry after a lost reply returns the first job instead of running again.
+        """
+        if not 0 <= retries <= MAX_SUBMIT_RETRIES:
+            raise ValueError(f"retries must be from 0 to {MAX_SUBMIT_RETRIES}, got {retries!r}")
         path = type_path(request_type)
         headers = dict(self._headers)
         if ttl is not None:
@@ -214,18 +239,23 @@ class AsyncJobsClient:
             headers["x-bf-async-webhook"] = webhook
         if request_id is not None:
             headers["x-request-id"] = request_id
-        body: Any = None
-        if files or data is not None:
-            form = aiohttp.FormData()
-            for name, value in (data or {}).items():
-                form.add_field(name, value)
-            for name, (filename, content, content_type) in (files or {}).items():
-                form.add_field(name, content, filename=filename, content_type=content_type)
-            body = form
-        async with self._http().post(
-            f"{self.base}/{path}", json=json, data=body, headers=headers
-        ) as response:
-            return await self._job(response, path)
+        if idempotency_key is None and retries:
+            idempotency_key = str(uuid.uuid4())
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        for attempt in range(retries + 1):
+            try:
+                body = _form(data, files) if files or data is not None else None
+                async with self._http().post(
+                    f"{self.base}/{path}", json=json, data=body, headers=headers
+                ) as response:
+                    return await self._job(response, path)
+            except (QueueFull, ServiceUnavailable, aiohttp.ClientConnectionError) as exc:
+                if attempt == retries:
+                    raise
+                hint = getattr(exc, "retry_after", None)
+                await asyncio.sleep(min(hint if hint is not None else 0.5 * 2**attempt, 30.0))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def poll(self, job: JobResult | str, request_type: str | None = None) -> JobResult:
         """The job's current state (by :class:`JobResult`, or by id and request type)."""

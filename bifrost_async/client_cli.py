@@ -51,6 +51,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--field", action="append", default=[], metavar="K=V", help="extra form field")
     parser.add_argument("--api-key", help=f"sent as a Bearer token [env: {API_KEY_ENV}]")
     parser.add_argument("--webhook", help="name of a configured webhook to call when the job ends")
+    parser.add_argument(
+        "--idempotency-key",
+        help="sent as Idempotency-Key: the same key and file again return the first job, never run twice",
+    )
     parser.add_argument("--wait", action="store_true", help="poll until the job completes or fails")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
     parser.add_argument("--prefix", default="/v1/async", help="the async route prefix")
@@ -140,19 +144,22 @@ async def submit_file(args: argparse.Namespace, content: bytes, out: TextIO, err
     fields = _fields(args.field)
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
     body = json_body(content, spec, args.file) if spec is not None and spec.body == "json" else None
+    key = args.idempotency_key
     async with AsyncJobsClient(args.url, api_key=api_key, prefix=args.prefix) as client:
         try:
             if body is not None:
                 body.update(fields)
                 if args.model:
                     body["model"] = args.model
-                job = await client.submit(path, json=body, webhook=args.webhook)
+                job = await client.submit(path, json=body, webhook=args.webhook, idempotency_key=key)
             else:  # multipart (also for custom types the default table does not know)
                 file_field = spec.file_fields[0] if spec is not None else "file"
                 if args.model:
                     fields["model"] = args.model
                 upload = (Path(args.file).name, content, "application/octet-stream")
-                job = await client.submit(path, data=fields, files={file_field: upload}, webhook=args.webhook)
+                job = await client.submit(
+                    path, data=fields, files={file_field: upload}, webhook=args.webhook, idempotency_key=key
+                )
             if args.wait:
                 progress = Progress(err)
                 progress.update(job)

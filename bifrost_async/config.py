@@ -85,6 +85,17 @@ class AsyncJobsConfig:
     max_result_bytes: int = 50 * MB
     #: Jobs kept by the memory store, finished or not; when full, submits get 503.
     max_jobs: int = 10_000
+    #: Live jobs one owner may hold in the store (one credential; all anonymous callers together
+    #: are one owner); beyond it that owner's submits get 429 ``owner_quota_exceeded`` while
+    #: others go on. ``None``: half of ``max_jobs``; 0: no share. Holds across processes on a
+    #: shared store.
+    owner_max_jobs: int | None = None
+    #: Jobs of one owner queued or running in this process; beyond it its submits get 429.
+    #: ``None``: half of ``queue_size``; 0: no share.
+    owner_queue_size: int | None = None
+    #: Longest a *failed* job is kept, in seconds, whatever TTL its caller asked for: junk that
+    #: fails (e.g. 401 at replay) must not hold its owner's share of the store for days.
+    max_failed_ttl: int = 3600
     #: Result TTL when the client sends none (or an invalid one).
     default_ttl: int = 3600
     #: Largest TTL a client may ask for; larger requests are clamped to it.
@@ -125,6 +136,7 @@ class AsyncJobsConfig:
             "max_ttl",
             "lease_seconds",
             "retry_after",
+            "max_failed_ttl",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -132,6 +144,13 @@ class AsyncJobsConfig:
         for name in ("spool_memory_bytes", "shutdown_grace", "max_wait_seconds"):
             if getattr(self, name) < 0:
                 raise OptionError(name, f"must not be negative, got {getattr(self, name)!r}")
+        for name in ("owner_max_jobs", "owner_queue_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise OptionError(
+                    name,
+                    f"must be None (half the bound), 0 (no share) or positive, got {value!r}"
+                )
         if self.default_ttl > self.max_ttl:
             raise OptionError("default_ttl", f"{self.default_ttl} must not exceed max_ttl ({self.max_ttl})")
         try:
@@ -164,6 +183,14 @@ class AsyncJobsConfig:
         for name in ("route_overrides", "store_options", "provider_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise OptionError(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
+
+    def owner_job_share(self) -> int:
+        """Live jobs one owner may hold in the store (0: no share)."""
+        return -(-self.max_jobs // 2) if self.owner_max_jobs is None else self.owner_max_jobs
+
+    def owner_queue_share(self) -> int:
+        """Jobs one owner may have queued or running in this process (0: no share)."""
+        return -(-self.queue_size // 2) if self.owner_queue_size is None else self.owner_queue_size
 
     def routes(self) -> RouteTable:
         """The route table these options describe."""

@@ -99,6 +99,9 @@ class JobExtensions:
                 # compare-and-set: if a worker moved the job on meanwhile, read it and try again
                 if await self.store.update(cancelled, expect=(job.status,)):
                     log.info("job.cancel_requested", job_id=job.id, was=job.status.value)
+                    # a queued job gives back its queue slot and spool now, not when a worker
+                    # reaches it (the next submit must not get 429 for a job that will never run)
+                    self.service.runner.discard(job.id)
                     notify(self.service.pm, "job_finished", job=cancelled)
                     return cancelled
                 current = await self.store.get(job.id)

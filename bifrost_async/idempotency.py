@@ -3,25 +3,35 @@
 The same key from the same owner with the same request returns the job the first submit made,
 and the request never runs twice; the same key with a different request is a 422. The key is
 scoped by owner (the claim is a digest of both), and its claim lives exactly as long as its job
-(``JobStore.claim_idempotency_key``). What identifies "the same request" is a SHA-256 over the
-route, the query string and the body, read from the spool in chunks: the body itself is never
-kept, logged or stored.
+(``JobStore.claim_idempotency_key``); a submit refused after claiming releases its claim, so a
+retry is free at once. "The same request" is what the request means (``fingerprint.py``): the
+route, the query string, and the parsed JSON or the multipart fields and files, whatever the
+framing. The body itself is never kept, logged or stored.
+
+A repeat is recognised before its body is spooled (:func:`repeat_of`): the claim is looked up
+first, and a held one is answered from a digest of the body as it streams in, so a retry costs
+no queue slot, no share of the caller's quota and no disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
+from typing import IO, Any
 
-from .capture import CHUNK_SIZE, CapturedRequest, header_value
+from .capture import ClientDisconnected, Headers, header_value, too_large
 from .errors import AsyncJobError
+from .fingerprint import Fingerprint
 from .jobs import Job
+from .routes import RouteSpec
 from .store import JobStore
+from .validation import JSON_BUFFER
 
 HEADER = b"idempotency-key"
-#: Seconds a claim waits for its job to be created before it lapses (the submit failed between
-#: the claim and the store write, e.g. the store was full).
+#: Seconds a claim waits for its job to be created before it lapses (the process died between
+#: the claim and the store write; a refused submit releases its claim at once).
 CLAIM_WINDOW = 30.0
 _KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 
@@ -34,9 +44,9 @@ class IdempotentReplay(Exception):
         self.job = job
 
 
-def requested_key(request: CapturedRequest) -> str | None:
+def requested_key(headers: Headers) -> str | None:
     """The ``Idempotency-Key`` header, validated (1 to 255 printable ASCII characters)."""
-    raw = header_value(request.headers, HEADER)
+    raw = header_value(headers, HEADER)
     if raw is None:
         return None
     key = raw.decode("latin-1").strip()
@@ -58,44 +68,60 @@ def claim_digest(owner: str, key: str, secret: str | None) -> str:
     return hashlib.sha256(message).hexdigest()
 
 
-def fingerprint(request_type: str, request: CapturedRequest) -> str:
-    """SHA-256 of the route, query string and body (read from the spool, then rewound)."""
-    digest = hashlib.sha256()
-    digest.update(request_type.encode() + b"\0" + request.query_string + b"\0")
-    request.rewind()
-    while chunk := request.body.read(CHUNK_SIZE):
-        digest.update(chunk)
-    request.rewind()
+def spool_fingerprint(spec: RouteSpec, query_string: bytes, headers: Headers, body: IO[bytes]) -> str:
+    """The fingerprint of a spooled body (read in chunks, then rewound). Blocking: the service
+    runs it in a thread for large bodies."""
+    digest = Fingerprint(spec, query_string, headers)
+    body.seek(0)
+    while chunk := body.read(JSON_BUFFER):
+        digest.feed(chunk)
+    body.seek(0)
     return digest.hexdigest()
 
 
-async def claim_or_replay(store: JobStore, job: Job, request: CapturedRequest, secret: str | None) -> None:
-    """If the submit carries an ``Idempotency-Key``, claim it for ``job`` (setting
-    ``job.idempotency_claim``) or raise :class:`IdempotentReplay` with the earlier job; 422 when
-    the key was used with another request, 409 when the earlier submit is still being stored."""
-    key = requested_key(request)
-    if key is None:
-        return
-    claim = claim_digest(job.owner, key, secret)
-    mine = fingerprint(job.request_type, request)
-    held, same = await store.claim_idempotency_key(claim, mine, job.id, CLAIM_WINDOW)
-    if held is None:
-        job.idempotency_claim = claim
-        return
+async def stream_fingerprint(
+    spec: RouteSpec, query_string: bytes, headers: Headers, receive: Any, max_bytes: int
+) -> str:
+    """The fingerprint of a body read straight from the client, never written anywhere (a
+    repeat is answered from it). 413 past ``max_bytes``, as a spooled submit would get."""
+    digest = Fingerprint(spec, query_string, headers)
+    size = 0
+    pending = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large(max_bytes)
+        pending += chunk
+        last = not message.get("more_body", False)
+        if len(pending) >= JSON_BUFFER or last:
+            # parsing and hashing a buffer is CPU work: in a thread, so the loop stays free
+            await asyncio.to_thread(digest.feed, bytes(pending))
+            pending.clear()
+        if last:
+            return await asyncio.to_thread(digest.hexdigest)
+
+
+async def repeat_answer(store: JobStore, held_job: str, same: bool) -> Exception:
+    """What a submit whose key is held answers: the earlier job (:class:`IdempotentReplay`),
+    422 for a different request under the same key, 409 while the earlier one is being stored."""
     if not same:
-        raise AsyncJobError(
+        return AsyncJobError(
             422,
             "this Idempotency-Key was already used with a different request",
             code="idempotency_key_reused",
             param="Idempotency-Key",
         )
-    earlier = await store.get(held)
-    if earlier is None:  # claimed, but its job is not stored yet (or its submit failed)
-        raise AsyncJobError(
+    earlier = await store.get(held_job)
+    if earlier is None:  # claimed, but its job is not stored yet
+        return AsyncJobError(
             409,
             "a request with this Idempotency-Key is still being accepted; retry",
             type="conflict_error",
             code="idempotency_key_in_use",
             headers={"Retry-After": "1"},
         )
-    raise IdempotentReplay(earlier)
+    return IdempotentReplay(earlier)

@@ -81,6 +81,9 @@ class Job:
     status_code: int | None = None
     result: Any = None
     error: dict[str, Any] | None = None
+    #: Longest the job is kept once it has failed (``AsyncJobsConfig.max_failed_ttl``, or ``ttl``
+    #: when smaller); ``None``: ``ttl``. Never shown to clients.
+    failed_ttl: int | None = None
     #: Until when the worker running the job has promised to be alive (renewed while it runs).
     lease_expires_at: float | None = None
     #: Which worker process runs the job (free text, for operators).

@@ -98,7 +98,12 @@ class AsyncJobsMiddleware:
                 return
             cfg = self.config
             store = self._store_factory(
-                StoreContext(clock=cfg.clock, max_jobs=cfg.max_jobs, options=cfg.store_options)
+                StoreContext(
+                    clock=cfg.clock,
+                    max_jobs=cfg.max_jobs,
+                    options=cfg.store_options,
+                    max_owner_jobs=cfg.owner_job_share(),
+                )
             )
             provider = self._provider_factory(ProviderContext(app=self.app, options=cfg.provider_options))
             await store.start()

@@ -175,7 +175,8 @@ def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:
     job.raw_response = outcome.raw
     job.result_bytes = outcome.size
     job.completed_at = now
-    job.expires_at = now + job.ttl
+    ttl = job.ttl if outcome.ok or job.failed_ttl is None else min(job.ttl, job.failed_ttl)
+    job.expires_at = now + ttl
     job.lease_expires_at = None
 
 

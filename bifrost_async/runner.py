@@ -46,6 +46,9 @@ class WorkItem:
     job: Job
     request: CapturedRequest
     enqueued_at: float = dataclasses.field(default_factory=time.monotonic)
+    #: Set when the job was cancelled while queued: its slot and spool are freed at once, and the
+    #: worker that meets it in the queue skips it.
+    discarded: bool = False
 
 
 def default_worker_name() -> str:
@@ -74,6 +77,13 @@ class JobRunner:
         self.accepting = False
         self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
         self._reserved = 0
+        #: Jobs each owner has queued or running here (its share: ``config.owner_queue_share()``).
+        self._by_owner: dict[str, int] = {}
+        #: Slots reserved by submits still being admitted (spooling, storing): shutdown waits for
+        #: them, so that a job stored while it drains is still run or failed, never left pending.
+        self._admitting = 0
+        self._admitted = asyncio.Event()
+        self._admitted.set()
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, tuple[Job, asyncio.Task[object]]] = {}
         self._queued: dict[str, WorkItem] = {}
@@ -83,21 +93,65 @@ class JobRunner:
 
     # -- submit side ---------------------------------------------------------------------------
 
-    def reserve(self) -> bool:
-        """Take a queue slot for a job about to be stored; ``False`` when the queue is full."""
+    def reserve(self, owner: str = "") -> bool:
+        """Take a queue slot for a job of ``owner`` about to be stored; ``False`` when the queue
+        is full, the owner has its share of it, or the runner is stopping."""
+        share = self.config.owner_queue_share()
         if not self.accepting or self._reserved >= self.config.queue_size:
             return False
+        if share and self._by_owner.get(owner, 0) >= share:
+            return False
         self._reserved += 1
+        self._by_owner[owner] = self._by_owner.get(owner, 0) + 1
+        self._admitting += 1
+        self._admitted.clear()
         return True
 
-    def release(self) -> None:
-        """Give back a slot whose job was never enqueued (its store write failed)."""
-        self._reserved -= 1
+    def owner_full(self, owner: str) -> bool:
+        """True when ``owner`` has its share of this process's queue (queued plus running)."""
+        share = self.config.owner_queue_share()
+        return bool(share) and self._by_owner.get(owner, 0) >= share
 
-    def enqueue(self, item: WorkItem) -> None:
-        """Queue a stored job into the slot that :meth:`reserve` took."""
+    def release(self, owner: str = "") -> None:
+        """Give back a slot whose job was never enqueued (refused, or its store write failed)."""
+        self._reserved -= 1
+        self._owner_done(owner)
+        self._admission_over()
+
+    def enqueue(self, item: WorkItem) -> bool:
+        """Queue a stored job into the slot that :meth:`reserve` took. ``False`` (nothing queued,
+        the slot still held: :meth:`release` it) once shutdown has failed what was queued: no
+        worker would ever take the job."""
+        if self._closing:
+            return False
         self._queued[item.job.id] = item
         self._queue.put_nowait(item)
+        self._admission_over()
+        return True
+
+    def discard(self, job_id: str) -> bool:
+        """Drop a queued job (it was cancelled): its slot, its owner's share and its spool are
+        freed now rather than when a worker reaches it. ``False`` if it is not queued here."""
+        item = self._queued.pop(job_id, None)
+        if item is None:
+            return False
+        item.discarded = True
+        self._reserved -= 1
+        self._owner_done(item.job.owner)
+        item.request.close()
+        return True
+
+    def _owner_done(self, owner: str) -> None:
+        left = self._by_owner.get(owner, 0) - 1
+        if left > 0:
+            self._by_owner[owner] = left
+        else:
+            self._by_owner.pop(owner, None)  # owners with nothing here leave nothing behind
+
+    def _admission_over(self) -> None:
+        self._admitting -= 1
+        if self._admitting == 0:
+            self._admitted.set()
 
     @property
     def queued(self) -> int:
@@ -132,12 +186,19 @@ class JobRunner:
         """Stop accepting, let work finish within ``shutdown_grace``, fail what is left."""
         self.accepting = False
         try:
-            await asyncio.wait_for(self._queue.join(), self.config.shutdown_grace)
+            # submits already admitted (their store write in flight) are queued before the drain
+            async with asyncio.timeout(self.config.shutdown_grace):
+                await self._admitted.wait()
+                await self._queue.join()
         except TimeoutError:
             log.warning("runner.grace_expired", queued=self._queue.qsize(), running=len(self._running))
         self._closing = True  # before any await: no worker may start a job from here on
         while not self._queue.empty():
-            await self._fail_unstarted(self._take(self._queue.get_nowait()))
+            item = self._queue.get_nowait()
+            if item.discarded:
+                self._queue.task_done()
+            else:
+                await self._fail_unstarted(self._take(item))
         for _, task in list(self._running.values()):
             task.cancel()
         with contextlib.suppress(TimeoutError):
@@ -152,7 +213,11 @@ class JobRunner:
 
     async def _work(self) -> None:
         while True:
-            item = self._take(await self._queue.get())
+            item = await self._queue.get()
+            if item.discarded:  # cancelled while queued: its slot was freed then
+                self._queue.task_done()
+                continue
+            self._take(item)
             if self._closing:
                 await self._fail_unstarted(item)
                 continue
@@ -168,6 +233,7 @@ class JobRunner:
             finally:
                 structlog.contextvars.reset_contextvars(**tokens)
                 item.request.close()
+                self._owner_done(item.job.owner)
                 self._queue.task_done()
 
     def _take(self, item: WorkItem) -> WorkItem:
@@ -181,6 +247,7 @@ class JobRunner:
         reason = "the server shut down before the job started"
         await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
         item.request.close()
+        self._owner_done(item.job.owner)
         self._queue.task_done()
 
     async def _run(self, item: WorkItem) -> None:

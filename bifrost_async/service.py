@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from typing import Any
@@ -9,23 +10,32 @@ from typing import Any
 import pluggy
 import structlog
 
+from .admission import Admission
 from .capture import CapturedRequest, Headers, header_value, spool_body
 from .config import AsyncJobsConfig
 from .errors import AsyncJobError, model_extra_fields, not_found
-from .idempotency import claim_or_replay
+from .idempotency import (
+    CLAIM_WINDOW,
+    claim_digest,
+    repeat_answer,
+    requested_key,
+    spool_fingerprint,
+)
 from .jobs import Job, JobStatus, is_job_id, new_job_id
 from .plugins import notify
 from .prefer import replay_headers
 from .results import worker_lost
 from .routes import RouteSpec
 from .runner import JobRunner, WorkItem
-from .store import JobStore, StoreError, StoreFull
+from .store import JobStore, StoreError
 from .validation import validate_body
 
 log = structlog.get_logger(__name__)
 
 TTL_HEADER = b"x-bf-async-job-result-ttl"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+#: Bodies larger than this are validated and fingerprinted in a thread, off the event loop.
+OFF_LOOP_BYTES = 1024 * 1024
 #: An x-request-id is echoed when it is printable ASCII of sane length, else replaced.
 _REQUEST_ID = re.compile(r"[\x20-\x7e]{1,512}")
 
@@ -56,6 +66,7 @@ class JobService:
         self.pm = pm
         self.store = store
         self.runner = runner
+        self.admission = Admission(self)
 
     def owner(self, scope: dict[str, Any]) -> str:
         """Who is asking, as the ``job_owner`` hook decides."""
@@ -75,11 +86,13 @@ class JobService:
     async def submit(
         self, spec: RouteSpec, scope: dict[str, Any], receive: Any, *, metadata: dict[str, str] | None = None
     ) -> Job:
-        """Capture, validate, store and enqueue a request; return the pending job. ``metadata``
+        """Admit, capture, validate, store and enqueue a request; return the pending job. ``metadata``
         is merged into the job's (the caller's own marks, e.g. the header-async route family).
 
-        Raises :class:`AsyncJobError` with the contract's status for every refusal, in the
-        contract's order; no job exists after a refusal.
+        Raises :class:`AsyncJobError` with the contract's status for every refusal; no job exists
+        after a refusal. Every refusal that does not need the body (shutting down, an idempotent
+        repeat, the caller's share of the store or queue, a full queue) is decided before the
+        body is spooled, so a refused upload costs no disk.
         """
         # plugins refuse before a byte of the body is read (e.g. unknown keys): refusals cost no disk
         self.pm.hook.pre_accept(
@@ -87,79 +100,22 @@ class JobService:
         )
         if not self.runner.accepting:
             raise self.unavailable("the server is shutting down and accepts no new jobs")
-        headers: Headers = scope["headers"]
-        body, size = await spool_body(
-            receive,
-            headers,
-            max_bytes=self.config.max_body_bytes,
-            memory_bytes=self.config.spool_memory_bytes,
-            spool_dir=self.config.spool_dir,
-        )
-        request = CapturedRequest(
-            method="POST",
-            path=spec.sync_path,
-            query_string=scope.get("query_string", b""),
-            headers=headers,
-            body=body,
-            body_size=size,
-            scope=scope,
-        )
-        try:
-            job = await self._accept(spec, scope, request, metadata or {})
-        except BaseException:
-            request.close()
-            raise
-        return job
-
-    async def _accept(
-        self, spec: RouteSpec, scope: dict[str, Any], request: CapturedRequest, marks: dict[str, str]
-    ) -> Job:
-        model = validate_body(spec, request.headers, request.body)
-        metadata = {**self.submit_metadata(request.headers, spec.request_type), **marks}
         owner = self.owner(scope)  # before reserving: a raising owner hook must not leak a slot
-        if not self.runner.reserve():
-            if not self.runner.accepting:
-                raise self.unavailable("the server is shutting down and accepts no new jobs")
-            raise AsyncJobError(
-                429,
-                "the job queue is full; retry later",
-                type="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": str(self.config.retry_after)},
-            )
-        now = self.config.clock()
-        raw_request_id = header_value(request.headers, b"x-request-id")
-        request_id = raw_request_id.decode("latin-1") if raw_request_id else ""
-        job = Job(
-            id=new_job_id(),
-            request_id=request_id if _REQUEST_ID.fullmatch(request_id) else new_job_id(),
-            request_type=spec.request_type,
-            status=JobStatus.PENDING,
-            created_at=now,
-            ttl=parse_ttl(
-                header_value(request.headers, TTL_HEADER), self.config.default_ttl, self.config.max_ttl
-            ),
-            owner=owner,
-            extra_fields=model_extra_fields(model, spec.request_type),
-            metadata=metadata,
-            worker=self.runner.worker_name,
-            lease_expires_at=now + self.config.lease_seconds,
-        )
+        key = requested_key(scope["headers"])
+        claim = claim_digest(owner, key, self.config.owner_secret) if key is not None else None
+        if claim is not None:
+            await self.admission.answer_repeat(spec, scope, receive, claim)
+        await self.admission.admit(owner)
         try:
-            # Idempotency-Key (an extension): a repeat raises IdempotentReplay, no job is created
-            await claim_or_replay(self.store, job, request, self.config.owner_secret)
-            await self.store.create(job)
-        except StoreFull as exc:
-            self.runner.release()
-            raise self.unavailable(str(exc)) from None
-        except StoreError:
-            self.runner.release()
-            raise self.unavailable() from None
+            request = await self._capture(spec, scope, receive)
+            try:
+                job = await self._accept(spec, request, owner, claim, metadata or {})
+            except BaseException:
+                request.close()
+                raise
         except BaseException:
-            self.runner.release()
+            self.runner.release(owner)
             raise
-        request.headers = replay_headers(request.headers)  # the endpoint gets none of our knobs
-        self.runner.enqueue(WorkItem(job=job, request=request))
         log.info(
             "job.submitted",
             job_id=job.id,
@@ -170,6 +126,80 @@ class JobService:
             worker=job.worker,
         )
         notify(self.pm, "job_submitted", job=job)
+        return job
+
+    async def _capture(self, spec: RouteSpec, scope: dict[str, Any], receive: Any) -> CapturedRequest:
+        headers: Headers = scope["headers"]
+        body, size = await spool_body(
+            receive,
+            headers,
+            max_bytes=self.config.max_body_bytes,
+            memory_bytes=self.config.spool_memory_bytes,
+            spool_dir=self.config.spool_dir,
+        )
+        return CapturedRequest(
+            method="POST",
+            path=spec.sync_path,
+            query_string=scope.get("query_string", b""),
+            headers=headers,
+            body=body,
+            body_size=size,
+            scope=scope,
+        )
+
+    async def _inspect(self, spec: RouteSpec, request: CapturedRequest, claim: str | None) -> tuple[str, str]:
+        """Validate the spooled body and, with an ``Idempotency-Key``, fingerprint it: in a
+        thread for a large body (reading and parsing it must not hold the event loop)."""
+
+        def inspect() -> tuple[str, str]:
+            model = validate_body(spec, request.headers, request.body)
+            if claim is None:
+                return model, ""
+            return model, spool_fingerprint(spec, request.query_string, request.headers, request.body)
+
+        if request.body_size > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(inspect)
+        return inspect()
+
+    async def _accept(
+        self, spec: RouteSpec, request: CapturedRequest, owner: str, claim: str | None, marks: dict[str, str]
+    ) -> Job:
+        model, mine = await self._inspect(spec, request, claim)
+        metadata = {**self.submit_metadata(request.headers, spec.request_type), **marks}
+        now = self.config.clock()
+        raw_request_id = header_value(request.headers, b"x-request-id")
+        request_id = raw_request_id.decode("latin-1") if raw_request_id else ""
+        ttl = parse_ttl(
+            header_value(request.headers, TTL_HEADER), self.config.default_ttl, self.config.max_ttl
+        )
+        job = Job(
+            id=new_job_id(),
+            request_id=request_id if _REQUEST_ID.fullmatch(request_id) else new_job_id(),
+            request_type=spec.request_type,
+            status=JobStatus.PENDING,
+            created_at=now,
+            ttl=ttl,
+            owner=owner,
+            extra_fields=model_extra_fields(model, spec.request_type),
+            metadata=metadata,
+            failed_ttl=min(ttl, self.config.max_failed_ttl),
+            worker=self.runner.worker_name,
+            lease_expires_at=now + self.config.lease_seconds,
+        )
+        try:
+            if claim is not None:  # a racing submit may have claimed the key since it was free
+                held, same = await self.store.claim_idempotency_key(claim, mine, job.id, CLAIM_WINDOW)
+                if held is not None:
+                    raise await repeat_answer(self.store, held, same)
+                job.idempotency_claim = claim
+            await self.admission.create(job)
+        except StoreError:
+            raise self.unavailable() from None
+        request.headers = replay_headers(request.headers)  # the endpoint gets none of our knobs
+        if not self.runner.enqueue(WorkItem(job=job, request=request)):
+            # shutdown failed the queue while this job was being stored: nobody would run it
+            await self.admission.withdraw(job)
+            raise self.unavailable("the server is shutting down and accepts no new jobs")
         return job
 
     def submit_metadata(self, headers: Headers, request_type: str) -> dict[str, str]:

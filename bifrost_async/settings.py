@@ -44,6 +44,22 @@ def parse_timeout(text: str) -> float | None:
     return None if value in ("none", "0", "off") else float(value)
 
 
+def parse_count(text: str) -> int:
+    """A whole number, 0 or more (a share; 0 turns it off)."""
+    value = int(str(text).strip())
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def parse_seconds(text: str) -> int:
+    """Whole seconds, 1 or more."""
+    value = int(str(text).strip())
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Range:
     """The values a numeric option allows: from ``low`` (excluded if ``low_open``) to ``high``."""
@@ -131,6 +147,13 @@ OPTIONS: tuple[Option, ...] = (
            "middleware", "S"),
     Option("max_ttl", int, 7 * 24 * 3600, "largest result lifetime a client may ask for", _JOBS, "middleware",
            "S"),
+    Option("owner_max_jobs", parse_count, None, "live jobs one caller may hold in the store (anonymous "
+           "callers together are one); beyond it its submits get 429 [default: half of max_jobs; 0: off]",
+           _JOBS, "middleware", "N"),
+    Option("owner_queue_size", parse_count, None, "jobs one caller may have queued or running in this "
+           "process [default: half of --queue-size; 0: off]", _JOBS, "middleware", "N"),
+    Option("max_failed_ttl", parse_seconds, 3600, "longest a failed job is kept, whatever TTL its caller "
+           "asked for", _JOBS, "middleware", "S"),
     Option("shutdown_grace", float, 30.0, "seconds running jobs get at shutdown", _JOBS, "middleware", "S"),
     Option("max_wait_seconds", float, 30.0, "longest long-poll (?wait=N, Prefer: wait=N); 0 turns it off",
            _JOBS, "middleware", "S"),

@@ -28,14 +28,21 @@ class StoreFull(StoreError):
     """The store holds as many jobs as it may; submits answer 503 until some expire."""
 
 
+class OwnerShareFull(StoreError):
+    """The job's owner holds its share of the store (``StoreContext.max_owner_jobs`` live jobs);
+    the service answers that caller 429 while everybody else's submits go on."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StoreContext:
     """What a store factory receives: the clock to judge expiry by, the bound on stored jobs,
-    and the store's own options (``AsyncJobsConfig.store_options``)."""
+    the store's own options (``AsyncJobsConfig.store_options``) and the per-owner share of the
+    bound (live jobs one owner may hold; 0: no share)."""
 
     clock: Callable[[], float]
     max_jobs: int
     options: Mapping[str, Any]
+    max_owner_jobs: int = 0
 
 
 @runtime_checkable
@@ -64,7 +71,17 @@ class JobStore(Protocol):
 
     async def create(self, job: Job) -> None:
         """Store a new job. Its id is fresh; a store may refuse (``ValueError``) an id it already
-        holds with another record, but storing the very same record again succeeds (idempotent)."""
+        holds with another record, but storing the very same record again succeeds (idempotent).
+
+        Raises :class:`StoreFull` at the bound and :class:`OwnerShareFull` when ``job.owner``
+        (``""``, anonymous callers, is one owner too) already holds ``max_owner_jobs`` live jobs
+        (when that is above 0). Both checks are atomic with the write, across every process
+        sharing the store: racing creates never pass either bound.
+        """
+
+    async def owner_jobs(self, owner: str) -> int:
+        """How many live jobs (any type, any status) ``owner`` holds; exact at least up to the
+        share, so the service can refuse a submit over its share before reading its body."""
 
     async def get(self, job_id: str) -> Job | None:
         """The job, or ``None`` if unknown or expired (``expires_at`` reached by the clock)."""
@@ -120,6 +137,16 @@ class JobStore(Protocol):
         :meth:`delete` removes it; a claim whose job is never created lapses after ``ttl``
         seconds.
         """
+
+    async def find_idempotency_key(self, claim: str) -> tuple[str, str] | None:
+        """The live claim ``claim`` as ``(job id, fingerprint)``, or ``None``; changes nothing.
+        Lets the service answer a repeat before it spools the body (liveness as in
+        :meth:`claim_idempotency_key`)."""
+
+    async def release_idempotency_key(self, claim: str, job_id: str) -> None:
+        """Drop the claim ``claim`` if ``job_id`` holds it and that job was never created: the
+        submit that claimed it was refused, so a retry with the same key must be free at once
+        (not 409 until the claim lapses). A no-op otherwise."""
 
     async def list_jobs(
         self,

@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 
 from .jobs import Job, JobStatus, new_job_id
-from .store import JobStore, StoreContext, StoreFactory, StoreFull
+from .store import JobStore, OwnerShareFull, StoreContext, StoreFactory, StoreFull
 from .testing_webhooks import (
     WebhookRecordsContract as WebhookRecordsContract,  # re-exported: the store capability's contract
 )
@@ -265,6 +265,39 @@ class StoreContract:
         clock.advance(jobs[0].ttl + 1)
         await store.create(make_job(clock))
 
+    @pytest.mark.asyncio
+    async def test_owner_share_is_atomic_and_per_owner(
+        self, store_factory: StoreFactory, store_options: Mapping[str, Any], clock: FakeClock
+    ) -> None:
+        context = StoreContext(clock=clock, max_jobs=self.max_jobs, options=store_options, max_owner_jobs=3)
+        store = store_factory(context)
+        await store.start()
+        try:
+            # racing creates of one owner: exactly the share gets in, whoever comes first
+            racing = [make_job(clock, owner="flood") for _ in range(6)]
+            answers = await asyncio.gather(*(store.create(job) for job in racing), return_exceptions=True)
+            assert sum(answer is None for answer in answers) == 3
+            assert all(a is None or isinstance(a, OwnerShareFull) for a in answers)
+            assert await store.owner_jobs("flood") == 3
+            for owner in ("", "someone-else"):  # anonymous callers are one owner, with a share too
+                for _ in range(3):
+                    await store.create(make_job(clock, owner=owner))
+                with pytest.raises(OwnerShareFull):
+                    await store.create(make_job(clock, owner=owner))
+            held = [job for job, answer in zip(racing, answers, strict=True) if answer is None]
+            assert await store.delete(held[0].id)  # a deleted job frees its place at once
+            assert await store.owner_jobs("flood") == 2
+            await store.create(make_job(clock, owner="flood"))
+            running = processing(held[1], clock)  # and so does a finished job once it expires
+            await store.update(running, expect=(JobStatus.PENDING,))
+            await store.update(finished(running, clock, result=1), expect=(JobStatus.PROCESSING,))
+            with pytest.raises(OwnerShareFull):
+                await store.create(make_job(clock, owner="flood"))
+            clock.advance(held[1].ttl + 1)
+            await store.create(make_job(clock, owner="flood"))
+        finally:
+            await store.close()
+
     # -- extensions: long-poll, delete, idempotency claims, listing ------------------------------
 
     @pytest.mark.asyncio
@@ -347,6 +380,23 @@ class StoreContract:
         assert (await store.claim_idempotency_key("claim-d", "fp", new_job_id(), 30))[0] == "never-created"
         clock.advance(2)  # its job was never created: the claim lapsed
         assert await store.claim_idempotency_key("claim-d", "fp", new_job_id(), 30) == (None, True)
+
+    @pytest.mark.asyncio
+    async def test_find_and_release_claims(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(clock, idempotency_claim="claim-r")
+        assert await store.find_idempotency_key("claim-r") is None
+        await store.claim_idempotency_key("claim-r", "fp", job.id, 30)
+        assert await store.find_idempotency_key("claim-r") == (job.id, "fp")
+        await store.release_idempotency_key("claim-r", new_job_id())  # not its claim: kept
+        assert await store.find_idempotency_key("claim-r") == (job.id, "fp")
+        await store.release_idempotency_key("claim-r", job.id)  # its submit was refused: free
+        assert await store.find_idempotency_key("claim-r") is None
+        assert await store.claim_idempotency_key("claim-r", "fp", job.id, 30) == (None, True)
+        await store.create(job)
+        await store.release_idempotency_key("claim-r", job.id)  # its job exists: kept
+        assert await store.find_idempotency_key("claim-r") == (job.id, "fp")
+        assert await store.delete(job.id)
+        assert await store.find_idempotency_key("claim-r") is None
 
     @pytest.mark.asyncio
     async def test_racing_claims_only_one_wins(self, store: JobStore, clock: FakeClock) -> None:

@@ -5,10 +5,10 @@ Deeper validation is the synchronous endpoint's job; its error comes back as a f
 
 from __future__ import annotations
 
-import json
 import re
 from typing import IO, Any
 
+import ijson
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -17,6 +17,13 @@ from .errors import AsyncJobError
 from .jsonsafe import clean_text
 from .routes import RouteSpec
 
+#: Deepest JSON nesting accepted: deeper is refused (400) here rather than crashing the
+#: recursive parser of the app the job replays to (Python's json stops near 1000 levels).
+MAX_JSON_DEPTH = 512
+#: Bytes handed to the JSON parser at a time. ijson rescans a token that spans its buffer from
+#: the start on every refill, so a small buffer makes one long string quadratic (48 MB: 6 s at
+#: 64 KiB, 0.5 s at 1 MiB); one buffer's parse is also the longest the parser holds the GIL.
+JSON_BUFFER = 1024 * 1024
 #: Largest value kept from a multipart text field while validating (model names, flags).
 _FIELD_VALUE_LIMIT = 4096
 #: RFC 2046 section 5.1.1: 1 to 70 of these characters, the last one not a space.
@@ -38,7 +45,7 @@ def validate_body(spec: RouteSpec, headers: Headers, body: IO[bytes]) -> str:
         if spec.body == "multipart":
             fields, files, text_fields = _scan_multipart(headers, body, spec)
         else:
-            fields, files = _parse_json(body), set()
+            fields, files = _scan_json(body, spec), set()
     finally:
         body.seek(0)
     if spec.stream_field is not None and _asks_stream(spec, fields.get(spec.stream_field)):
@@ -78,14 +85,39 @@ def _asks_stream(spec: RouteSpec, value: Any) -> bool:
     return bool(value == wanted)
 
 
-def _parse_json(body: IO[bytes]) -> dict[str, Any]:
+class _Container:
+    """Stands for an object or array value where validation wants a scalar (never truthy)."""
+
+
+def _scan_json(body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
+    """The top-level ``model`` and stream field of a JSON object, read with a streaming parser:
+    nothing else of the body is built (a 48 MB body costs no 48 MB of objects), and the parse
+    is a loop of small steps, so a thread running it does not hold the event loop for long."""
+    wanted = {"model"} | ({spec.stream_field} if spec.stream_field else set())
+    fields: dict[str, Any] = {}
+    depth = 0
+    key: str | None = None
     try:
-        value = json.loads(body.read())
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        for event, value in ijson.basic_parse(body, use_float=True, buf_size=JSON_BUFFER):
+            if depth == 0 and event != "start_map":
+                raise _bad("request body must be a JSON object", code="invalid_json")
+            if event in ("start_map", "start_array"):
+                if depth == 1 and key in wanted:
+                    fields[key] = _Container()  # last one wins, as json.loads has it
+                depth += 1
+                if depth > MAX_JSON_DEPTH:  # same message: deep nesting is what json.loads refused too
+                    raise _bad("malformed JSON in request body", code="invalid_json")
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+            elif depth == 1 and event == "map_key":
+                key = value
+            elif depth == 1 and key in wanted:
+                fields[key] = value
+    except (ijson.JSONError, UnicodeDecodeError, ValueError):
         raise _bad("malformed JSON in request body", code="invalid_json") from None
-    if not isinstance(value, dict):
-        raise _bad("request body must be a JSON object", code="invalid_json")
-    return value
+    if depth != 0:  # the parser finished early (it never does for a complete value)
+        raise _bad("malformed JSON in request body", code="invalid_json")
+    return fields
 
 
 class _PartScanner:

@@ -24,7 +24,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Collection
 
-from bifrost_async import Job, JobStatus, StoreContext, StoreFull, hookimpl
+from bifrost_async import Job, JobStatus, OwnerShareFull, StoreContext, StoreFull, hookimpl
 from bifrost_async.jobs import may_move
 from bifrost_async.store import StoreFactory, page_of
 from bifrost_async.waiters import Waiters, wait_for_job
@@ -36,6 +36,7 @@ class DictStore:
     def __init__(self, context: StoreContext) -> None:
         self.clock = context.clock
         self.max_jobs = context.max_jobs
+        self.max_owner_jobs = context.max_owner_jobs  # live jobs one owner may hold (0: no share)
         self.jobs: dict[str, Job] = {}
         self.lock = asyncio.Lock()
         self.waiters = Waiters()  # woken on terminal updates and deletes (long-poll, cancel)
@@ -62,6 +63,8 @@ class DictStore:
                 self._live(job_id)  # drop expired jobs before judging the bound
             if len(self.jobs) >= self.max_jobs:
                 raise StoreFull(f"the dict store holds its maximum of {self.max_jobs} jobs")
+            if self.max_owner_jobs and await self.owner_jobs(job.owner) >= self.max_owner_jobs:
+                raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} jobs")
             self.jobs[job.id] = Job.from_record(job.to_record())
             held = self.claims.get(job.idempotency_claim or "")
             if held is not None and held[0] == job.id:  # created: the claim now lives as the job does
@@ -110,6 +113,20 @@ class DictStore:
                 return held[0], held[1] == fingerprint
             self.claims[claim] = (job_id, fingerprint, self.clock() + ttl)
             return None, True
+
+    async def owner_jobs(self, owner: str) -> int:
+        return sum(1 for job_id in list(self.jobs) if (job := self._live(job_id)) and job.owner == owner)
+
+    async def find_idempotency_key(self, claim: str) -> tuple[str, str] | None:
+        held = self.claims.get(claim)
+        if held is not None and (self._live(held[0]) is not None or self.clock() < held[2]):
+            return held[0], held[1]
+        return None
+
+    async def release_idempotency_key(self, claim: str, job_id: str) -> None:
+        held = self.claims.get(claim)
+        if held is not None and held[0] == job_id and job_id not in self.jobs:  # its submit failed
+            del self.claims[claim]
 
     async def list_jobs(
         self,

@@ -48,6 +48,14 @@ def test_precedence_is_cli_then_env_then_config_then_default(tmp_path: Path) -> 
     assert values["store_options"] == {"url": "redis://env", "prefix": "cfg", "db": "3"}
 
 
+def test_owner_shares_and_failed_ttl_reach_the_middleware() -> None:
+    values = _resolve(
+        ["--upstream", "http://u:1", "--owner-queue-size", "0"], {"BIFROST_ASYNC_OWNER_MAX_JOBS": "9"}
+    )
+    assert (values["owner_max_jobs"], values["owner_queue_size"], values["max_failed_ttl"]) == (9, 0, 3600)
+    assert _resolve(["--upstream", "http://u:1"])["owner_max_jobs"] is None  # half of max_jobs
+
+
 def test_store_option_reaches_the_store_options() -> None:
     values = _resolve(
         ["--upstream", "http://u:1", "--store", "redis", "--store-option", "url=redis://h:6379/0"]
@@ -64,6 +72,12 @@ def test_store_option_reaches_the_store_options() -> None:
         (["--upstream", "http://u:1"], {"BIFROST_ASYNC_PORT": "x"}, "BIFROST_ASYNC_PORT: invalid value"),
         (["--upstream", "http://u:1", "--store-option", "novalue"], {}, "expected KEY=VALUE"),
         (["--upstream", "http://u:1"], {"BIFROST_ASYNC_LOG_FORMAT": "xml"}, "is not one of"),
+        (["--upstream", "http://u:1", "--owner-max-jobs", "-1"], {}, "--owner-max-jobs: invalid value"),
+        (
+            ["--upstream", "http://u:1"],
+            {"BIFROST_ASYNC_MAX_FAILED_TTL": "0"},
+            "MAX_FAILED_TTL: invalid value",
+        ),
     ],
 )
 def test_bad_values_are_named(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -148,13 +162,19 @@ def restore_logging() -> Any:
     """configure_logging changes process-wide state; put it back for the other tests."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    uvicorn_saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in UVICORN}
+    uvicorn_saved = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate, logging.getLogger(n).level)
+        for n in UVICORN
+    }
+    for name in UVICORN:  # an earlier in-process uvicorn (log_level="warning") set these levels
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
     structlog.reset_defaults()
     root.handlers[:], root.level = saved[0], saved[1]
-    for name, (handlers, propagate) in uvicorn_saved.items():
+    for name, (handlers, propagate, level) in uvicorn_saved.items():
         logging.getLogger(name).handlers[:] = handlers
         logging.getLogger(name).propagate = propagate
+        logging.getLogger(name).setLevel(level)
 
 
 UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")

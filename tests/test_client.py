@@ -86,7 +86,7 @@ async def test_cli_submit_wait_transcribes_through_the_proxy(proxy: ProxyProcess
 
 
 async def test_contract_errors_become_exceptions(serve: Any) -> None:
-    stack = await build_stack(serve, concurrency=1, queue_size=1)
+    stack = await build_stack(serve, concurrency=1, queue_size=1, owner_queue_size=0)
     async with AsyncJobsClient(stack.url) as client:
         with pytest.raises(BadRequest, match="model"):
             await client.submit("embeddings", json={"input": "no model"})

@@ -183,7 +183,7 @@ async def test_wrong_methods_and_unknown_routes(stack: Any, http: httpx.AsyncCli
 
 
 async def test_queue_full_is_429_with_retry_after(serve: Any, http: httpx.AsyncClient) -> None:
-    stack = await build_stack(serve, concurrency=1, queue_size=2)
+    stack = await build_stack(serve, concurrency=1, queue_size=2, owner_queue_size=0)  # the global bound
     gate = stack.app.state.gate
     running = await stack.submit(http, "embeddings", json={"model": "test/gate", "input": "x"})
     await gate.arrived.wait()
@@ -203,7 +203,7 @@ async def test_queue_full_is_429_with_retry_after(serve: Any, http: httpx.AsyncC
 
 
 async def test_store_full_is_503_and_keeps_stored_jobs(serve: Any, http: httpx.AsyncClient) -> None:
-    stack = await build_stack(serve, max_jobs=2)
+    stack = await build_stack(serve, max_jobs=2, owner_max_jobs=0)  # the global bound
     kept = [await stack.submit(http, "embeddings", json={"model": "m", "input": str(n)}) for n in range(2)]
     refused = await stack.submit(http, "embeddings", json={"model": "m", "input": "x"})
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"

@@ -21,6 +21,7 @@ from bifrost_async.hookspecs import hookimpl
 from bifrost_async.jobs import Job, JobStatus, may_move
 from bifrost_async.settings import parse_size
 from bifrost_async.store import (
+    OwnerShareFull,
     StoreContext,
     StoreFactory,
     StoreFull,
@@ -58,14 +59,26 @@ class MemoryStore(MemoryWebhookRecords):
     It also keeps the managed webhook endpoints and their history (:class:`WebhookRecords`).
 
     ``max_bytes`` bounds the bytes of stored jobs as :data:`JOB_OVERHEAD` plus each job's
-    ``result_bytes``; 0 means no bound.
+    ``result_bytes``; 0 means no bound. ``max_owner_jobs`` bounds the live jobs of one owner
+    (0: no share).
     """
 
-    def __init__(self, clock: Callable[[], float], max_jobs: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        max_jobs: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        max_owner_jobs: int = 0,
+    ) -> None:
         super().__init__()
         self._clock = clock
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
+        self.max_owner_jobs = max_owner_jobs
+        #: owner -> ids of the jobs it created; ids of expired or deleted jobs are dropped when
+        #: the set reaches the share (counting is then exact where it decides anything)
+        self._owned: dict[str, set[str]] = {}
         # The cache itself never evicts (an unbounded maxsize); create() refuses instead, so a
         # job that ends is always stored and nobody's live job disappears. ``currsize`` is the
         # sum of _job_size over the jobs held, kept by cachetools through expiry as well.
@@ -82,6 +95,7 @@ class MemoryStore(MemoryWebhookRecords):
     async def close(self) -> None:
         self._jobs.clear()
         self._claims.clear()
+        self._owned.clear()
         self._waiters.wake_all()
 
     async def create(self, job: Job) -> None:
@@ -95,7 +109,13 @@ class MemoryStore(MemoryWebhookRecords):
             refusal = self._refusal(job)
             if refusal is not None:
                 raise StoreFull(refusal)
+        if self.max_owner_jobs and self._owner_count(job.owner) >= self.max_owner_jobs:
+            raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} live jobs")
         self._jobs[job.id] = _copy(job)  # cachetools drops expired jobs here anyway
+        if len(self._owned) > self.max_jobs:  # more owners than live jobs: some are gone
+            for owner in list(self._owned):
+                self._owner_count(owner, exact=True)
+        self._owned.setdefault(job.owner, set()).add(job.id)
         claim = self._claims.get(job.idempotency_claim or "")
         if claim is not None and claim[0] == job.id:
             self._claims[job.idempotency_claim or ""] = (claim[0], claim[1], None)
@@ -132,6 +152,7 @@ class MemoryStore(MemoryWebhookRecords):
         job = self._jobs.pop(job_id, None)
         if job is None:
             return False
+        self._owned.get(job.owner, set()).discard(job_id)
         claim = self._claims.get(job.idempotency_claim or "")
         if claim is not None and claim[0] == job_id:
             del self._claims[job.idempotency_claim or ""]
@@ -151,6 +172,20 @@ class MemoryStore(MemoryWebhookRecords):
             return held[0], held[1] == fingerprint
         self._claims[claim] = (job_id, fingerprint, now + ttl)
         return None, True
+
+    async def owner_jobs(self, owner: str) -> int:
+        return self._owner_count(owner)
+
+    async def find_idempotency_key(self, claim: str) -> tuple[str, str] | None:
+        held = self._claims.get(claim)
+        if held is None or not self._claim_live(held, self._clock()):
+            return None
+        return held[0], held[1]
+
+    async def release_idempotency_key(self, claim: str, job_id: str) -> None:
+        held = self._claims.get(claim)
+        if held is not None and held[0] == job_id and job_id not in self._jobs:
+            del self._claims[claim]
 
     async def list_jobs(
         self,
@@ -174,6 +209,21 @@ class MemoryStore(MemoryWebhookRecords):
         if lapses_at is None:  # its job was created: the claim lives exactly as long as the job
             return job_id in self._jobs
         return now < lapses_at or job_id in self._jobs
+
+    def _owner_count(self, owner: str, *, exact: bool = False) -> int:
+        """Live jobs of ``owner``: the raw count below the share (an upper bound, cheap), the
+        exact one after dropping gone jobs at or above it (or when there is no share)."""
+        ids = self._owned.get(owner)
+        if not ids:
+            return 0
+        if not exact and self.max_owner_jobs and len(ids) < self.max_owner_jobs:
+            return len(ids)
+        now = self._clock()
+        gone = [job_id for job_id in ids if (held := self._jobs.get(job_id)) is None or held.expired(now)]
+        ids.difference_update(gone)
+        if not ids:
+            del self._owned[owner]  # owners who never come back leave nothing behind
+        return len(ids)
 
     def _prune_claims(self, now: float) -> None:
         """Drop dead claims; run only when there are more claims than jobs could hold."""
@@ -204,7 +254,7 @@ def memory_store(context: StoreContext) -> MemoryStore:
         raise ValueError(f"memory store option max_bytes: not a size: {raw!r}") from None
     if max_bytes < 0:
         raise ValueError("memory store option max_bytes must be 0 (no bound) or positive")
-    return MemoryStore(context.clock, context.max_jobs, max_bytes)
+    return MemoryStore(context.clock, context.max_jobs, max_bytes, max_owner_jobs=context.max_owner_jobs)
 
 
 @hookimpl

@@ -29,7 +29,9 @@ def redis_store(context: StoreContext) -> RedisJobStore:
     ``max_jobs`` store option if given, else the middleware's ``max_jobs`` (0: no bound)."""
     options = RedisStoreOptions.from_mapping(context.options)
     max_jobs = context.max_jobs if options.max_jobs is None else options.max_jobs
-    return RedisJobStore(options, clock=context.clock, max_jobs=max_jobs)
+    return RedisJobStore(
+        options, clock=context.clock, max_jobs=max_jobs, max_owner_jobs=context.max_owner_jobs
+    )
 
 
 @hookimpl

@@ -45,6 +45,22 @@ local function trim(index, expiry, now)
     redis.call('ZREM', expiry, unpack(gone))
   end
 end
+-- share_count(share, jobs, bound): members of an owner's share set still live in the jobs index
+-- (its expired members were just trimmed by the caller); below ``bound`` the raw count answers
+-- (cheap), at or above it gone members are dropped first, so the count is exact where it decides.
+local function share_count(share, jobs, bound)
+  local n = redis.call('ZCARD', share)
+  if bound > 0 and n < bound then return n end
+  local ids = redis.call('ZRANGE', share, 0, -1)
+  for i = 1, #ids, 500 do
+    local chunk = {unpack(ids, i, math.min(i + 499, #ids))}
+    local scores = redis.call('ZMSCORE', jobs, unpack(chunk))
+    for j = 1, #chunk do
+      if not scores[j] then redis.call('ZREM', share, chunk[j]) n = n - 1 end
+    end
+  end
+  return n
+end
 local function owned(now)  -- now: the caller's ARGV string (a Lua number loses digits)
   if #KEYS < 6 then return end
   trim(KEYS[5], KEYS[6], now)
@@ -59,10 +75,17 @@ end
 
 #: KEYS: job, jobs index, leases index, idempotency claim[, owner's list index, its expiry twin].
 #: ARGV: id, record, status, now, max_jobs (0: no bound), lease score or "", expires_at or "",
-#: expiry in epoch milliseconds or "", created_at.
+#: expiry in epoch milliseconds or "", created_at, the owner's share set, the share (0: none),
+#: the epoch milliseconds until which the share set must live for this job.
 #: The claim (if it is this job's) stops lapsing: it now lives exactly as long as the job.
+#: The share set (every job of one owner, anonymous callers included, scored by ``created_at``)
+#: is judged against the jobs index, so the update and delete scripts need not know it. It
+#: expires (so nothing of an owner who went away is left) no sooner than its latest job's
+#: created_at + ttl + a day; a job still unfinished a day after that would go uncounted. It
+#: is kept only while a share is set (jobs created without one are not counted).
 #: Returns 1 when stored (or when this very record is stored already, so a create retried after
-#: a lost reply succeeds), 0 when another job holds the id, -1 when the bound is reached.
+#: a lost reply succeeds), 0 when another job holds the id, -1 when the bound is reached, -2 when
+#: the owner holds its share.
 CREATE = (
     _HELPERS
     + """
@@ -76,6 +99,14 @@ end
 redis.call('ZREMRANGEBYSCORE', jobs, '-inf', now)
 local max_jobs = tonumber(ARGV[5])
 if max_jobs > 0 and redis.call('ZCARD', jobs) >= max_jobs then return -1 end
+local share, share_max = ARGV[10], tonumber(ARGV[11])
+if share_max > 0 and share_count(share, jobs, share_max) >= share_max then return -2 end
+if share_max > 0 then  -- no share, no set: then nothing of ours outlives the last job
+  redis.call('ZADD', share, ARGV[9], id)
+  local keep = tonumber(ARGV[12]) - tonumber(now) * 1000  -- ms the set must outlive this job
+  local left = redis.call('PTTL', share)
+  if left < keep then redis.call('PEXPIRE', share, math.ceil(keep)) end
+end
 redis.call('HSET', job, 'record', record, 'status', status)
 if ARGV[7] ~= '' then
   redis.call('HSET', job, 'expires_at', ARGV[7])
@@ -176,29 +207,37 @@ return 1
 """
 )
 
+#: Shared by the claim scripts: ``live_claim(now, job_prefix)`` is the value held at KEYS[1]
+#: when it is live: while its job lives (judged by the job's ``expires_at`` against ``now``, the
+#: injected clock, like every read) or, if its job does not exist, until its ``lapses at``.
+_LIVE_CLAIM = """
+local function live_claim(now, job_prefix)
+  local held = redis.call('GET', KEYS[1])
+  if not held then return false end
+  local id, lapses = string.match(held, '^([^|]*)|[^|]*|(.*)$')
+  local current = redis.call('HMGET', job_prefix .. id, 'status', 'expires_at')
+  if current[1] then
+    if current[2] and tonumber(current[2]) <= now then return false end
+    return held
+  end
+  if tonumber(lapses) ~= nil and tonumber(lapses) > now then return held end
+  return false
+end
+"""
+
 #: KEYS: idempotency claim.
 #: ARGV: "<job id>|<fingerprint>|<lapses at>" to store, lapse in milliseconds (the key's own
 #: Redis expiry, a memory bound), now, the job key prefix.
-#: A held claim is live while its job lives (judged by the job's ``expires_at`` against ``now``,
-#: the injected clock, like every read) or, if its job does not exist, until its ``lapses at``.
 #: Returns the held value when live (nothing changes), else stores ours and returns false.
-CLAIM = """
-local held = redis.call('GET', KEYS[1])
-local now = tonumber(ARGV[3])
-if held then
-  local id, lapses = string.match(held, '^([^|]*)|[^|]*|(.*)$')
-  local live
-  local current = redis.call('HMGET', ARGV[4] .. id, 'status', 'expires_at')
-  if current[1] then
-    live = not (current[2] and tonumber(current[2]) <= now)
-  else
-    live = tonumber(lapses) ~= nil and tonumber(lapses) > now
-  end
-  if live then return held end
-end
+CLAIM = (
+    _LIVE_CLAIM
+    + """
+local held = live_claim(tonumber(ARGV[3]), ARGV[4])
+if held then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
+)
 
 #: KEYS: job, jobs index, leases index. ARGV: id.
 #: The sweep's repair of a job whose hash vanished outside our scripts (evicted under memory
@@ -215,5 +254,29 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 fit(KEYS[2])
 return 1
+"""
+)
+
+#: KEYS: idempotency claim. ARGV: now, the job key prefix.
+#: Returns the held value when live, else false; changes nothing.
+FIND_CLAIM = _LIVE_CLAIM + "return live_claim(tonumber(ARGV[1]), ARGV[2])\n"
+
+#: KEYS: idempotency claim. ARGV: job id, the job key prefix.
+#: Drops the claim if that job holds it and was never created (its submit was refused).
+RELEASE_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if not held or string.sub(held, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then return 0 end
+if redis.call('EXISTS', ARGV[2] .. ARGV[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+#: KEYS: the jobs index. ARGV: the owner's share set, now, the share (0: none).
+#: Returns the owner's live jobs (``share_count``), trimming the index of expired jobs first.
+OWNER_JOBS = (
+    _HELPERS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+return share_count(ARGV[1], KEYS[1], tonumber(ARGV[3]))
 """
 )

@@ -19,7 +19,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 import structlog
 from bifrost_async.jobs import Job, JobStatus, may_move
-from bifrost_async.store import StoreFull, StoreUnavailable
+from bifrost_async.store import OwnerShareFull, StoreFull, StoreUnavailable
 from bifrost_async.waiters import Waiters, wait_for_job
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -33,20 +33,36 @@ from .webhooks import RedisWebhookRecords
 
 log = structlog.get_logger(__name__)
 
+#: Seconds an owner's share set outlives its latest job's ``created_at + ttl``: room for the
+#: job's queue wait and run, after which it ends and expires by then (see ``scripts.CREATE``).
+SHARE_SLACK = 86400
+
 
 class RedisJobStore(RedisWebhookRecords):
     """Jobs in Redis, shared by every process that points at the same server and prefix; also
     the managed webhook endpoints and their history (:mod:`bifrost_async_redis.webhooks`)."""
 
-    def __init__(self, options: RedisStoreOptions, *, clock: Callable[[], float], max_jobs: int) -> None:
+    def __init__(
+        self,
+        options: RedisStoreOptions,
+        *,
+        clock: Callable[[], float],
+        max_jobs: int,
+        max_owner_jobs: int = 0,
+    ) -> None:
         self.options = options
         self.clock = clock
         self.max_jobs = max_jobs
+        #: Live jobs one owner may hold, across every process on this Redis (0: no share).
+        self.max_owner_jobs = max_owner_jobs
         self._redis: aioredis.Redis | None = None
         self._create: Any = None
         self._update: Any = None
         self._delete: Any = None
         self._claim: Any = None
+        self._find_claim: Any = None
+        self._release_claim: Any = None
+        self._owner_jobs: Any = None
         self._sweeper: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.waiters = Waiters()
@@ -91,6 +107,11 @@ class RedisJobStore(RedisWebhookRecords):
         prefix = self.options.prefix
         return [f"{prefix}owner:{digest}:{request_type}", f"{prefix}owner-expiry:{digest}:{request_type}"]
 
+    def share_key(self, owner: str) -> str:
+        """The set of every job one owner created (anonymous callers, owner ``""``, are one
+        owner), for the per-owner share; members are judged live by the jobs index."""
+        return f"{self.options.prefix}share:{hashlib.sha256(owner.encode()).hexdigest()[:40]}"
+
     def claim_key(self, claim: str | None) -> str:
         """The idempotency claim's key (a key that is never set when there is no claim)."""
         return f"{self.options.prefix}idem:{claim or '-'}"
@@ -127,6 +148,9 @@ class RedisJobStore(RedisWebhookRecords):
         self._update = self._redis.register_script(scripts.UPDATE)
         self._delete = self._redis.register_script(scripts.DELETE)
         self._claim = self._redis.register_script(scripts.CLAIM)
+        self._find_claim = self._redis.register_script(scripts.FIND_CLAIM)
+        self._release_claim = self._redis.register_script(scripts.RELEASE_CLAIM)
+        self._owner_jobs = self._redis.register_script(scripts.OWNER_JOBS)
         self._listener = asyncio.create_task(
             listen(self, self.waiters, self.subscribed), name="bifrost-async-redis-events"
         )
@@ -159,10 +183,14 @@ class RedisJobStore(RedisWebhookRecords):
     async def create(self, job: Job) -> None:
         """See :meth:`bifrost_async.store.JobStore.create`; ``StoreFull`` at ``max_jobs``."""
         with self.guard():
-            args = [*self._args(job, self.max_jobs), repr(job.created_at)]
+            share_until = math.ceil((job.created_at + job.ttl + SHARE_SLACK) * 1000)
+            share = [self.share_key(job.owner), self.max_owner_jobs, share_until]
+            args = [*self._args(job, self.max_jobs), repr(job.created_at), *share]
             stored = await self._create(keys=self._keys(job), args=args)
         if stored == -1:
             raise StoreFull(f"the job store holds its maximum of {self.max_jobs} live jobs")
+        if stored == -2:
+            raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} live jobs")
         if stored != 1:
             raise ValueError(f"job {job.id} exists already")
 
@@ -226,6 +254,29 @@ class RedisJobStore(RedisWebhookRecords):
         if held_id == job_id:
             return None, True  # our own claim, seen by a retry after a lost reply: still ours
         return held_id, held_fingerprint == fingerprint
+
+    async def owner_jobs(self, owner: str) -> int:
+        """See :meth:`bifrost_async.store.JobStore.owner_jobs`."""
+        args = [self.share_key(owner), repr(self.clock()), self.max_owner_jobs]
+        with self.guard():
+            return int(await self._owner_jobs(keys=[self.jobs_key], args=args))
+
+    async def find_idempotency_key(self, claim: str) -> tuple[str, str] | None:
+        """See :meth:`bifrost_async.store.JobStore.find_idempotency_key`."""
+        args = [repr(self.clock()), f"{self.options.prefix}job:"]
+        with self.guard():
+            held = await self._find_claim(keys=[self.claim_key(claim)], args=args)
+        if not held:
+            return None
+        held_id, held_fingerprint, _ = (held.decode() if isinstance(held, bytes) else str(held)).split("|")
+        return held_id, held_fingerprint
+
+    async def release_idempotency_key(self, claim: str, job_id: str) -> None:
+        """See :meth:`bifrost_async.store.JobStore.release_idempotency_key`."""
+        with self.guard():
+            await self._release_claim(
+                keys=[self.claim_key(claim)], args=[job_id, f"{self.options.prefix}job:"]
+            )
 
     async def list_jobs(
         self,
