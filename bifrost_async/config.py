@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .forwarding import parse_trusted_proxies
 from .routes import DEFAULT_ROUTES, RouteSpec, RouteTable
 
 MB = 1024 * 1024
@@ -69,6 +70,10 @@ class AsyncJobsConfig:
     #: Secret for the owner digest (HMAC-SHA256); without it a plain SHA-256 is used. Must be the
     #: same on every process that shares a store.
     owner_secret: str | None = None
+    #: Peers (IP addresses or CIDR networks; a comma-separated string is accepted) whose
+    #: ``X-Forwarded-For`` is believed and appended to; from any other peer the header is replaced
+    #: by the peer's address (see :mod:`bifrost_async.forwarding`). Empty: trust no one.
+    trusted_proxies: tuple[str, ...] = ()
     #: Clock returning epoch seconds; tests inject their own.
     clock: Callable[[], float] = time.time
 
@@ -94,6 +99,8 @@ class AsyncJobsConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.default_ttl > self.max_ttl:
             raise ValueError("default_ttl must not exceed max_ttl")
+        # Normalised once here, so every process and every consumer sees the same networks.
+        object.__setattr__(self, "trusted_proxies", parse_trusted_proxies(self.trusted_proxies))
         self.routes()  # fail early on a bad route table
 
     def routes(self) -> RouteTable:

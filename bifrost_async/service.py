@@ -12,6 +12,7 @@ import structlog
 from .capture import CapturedRequest, Headers, header_value, spool_body
 from .config import AsyncJobsConfig
 from .errors import AsyncJobError, model_extra_fields, not_found
+from .forwarding import networks, peer_address, with_forwarded_for
 from .idempotency import claim_or_replay
 from .jobs import Job, JobStatus, is_job_id, new_job_id
 from .plugins import notify
@@ -56,6 +57,7 @@ class JobService:
         self.pm = pm
         self.store = store
         self.runner = runner
+        self._trusted = networks(config.trusted_proxies)
 
     def owner(self, scope: dict[str, Any]) -> str:
         """Who is asking, as the ``job_owner`` hook decides."""
@@ -88,11 +90,14 @@ class JobService:
             memory_bytes=self.config.spool_memory_bytes,
             spool_dir=self.config.spool_dir,
         )
+        peer = peer_address(scope)
         request = CapturedRequest(
             method="POST",
             path=spec.sync_path,
             query_string=scope.get("query_string", b""),
-            headers=headers,
+            # The replay (either provider) sends what the forwarding rule says, not the client's claim.
+            headers=with_forwarded_for(headers, peer, self._trusted),
+            peer=peer,
             body=body,
             body_size=size,
             scope=scope,
