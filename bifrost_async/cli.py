@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
             Requests under the async prefix (/v1/async) become jobs, run against the upstream;
             every other request is passed through to it, streamed both ways. GET /healthz
-            reports the proxy and whether the upstream answers; GET /readyz is 503 while it
-            does not."""
+            reports the proxy and whether the upstream and the job store answer; GET /readyz
+            is 503 while either does not."""
         ),
         epilog=textwrap.dedent(
             """\

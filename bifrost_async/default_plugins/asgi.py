@@ -3,6 +3,9 @@
 Like httpx's ASGI transport: a fresh ``http`` scope for the synchronous path, a ``receive`` that
 streams the spooled body and then reports ``http.disconnect`` only once the response is done (so
 apps that listen for disconnects keep streaming), and a ``send`` that collects the response.
+The submitting server's ``extensions`` are offered to the app as they were; where they include
+``http.response.pathsend`` (Granian), a file sent by path is read into the result, bounded by
+``max_result_bytes`` like any body.
 """
 
 from __future__ import annotations
