@@ -5,7 +5,8 @@ The client's own ``X-Forwarded-For`` is believed only when the peer that sent it
 connection's remote address, ASGI ``scope["client"]``) is one of the operator's *trusted
 proxies*: then the peer is appended to it, as every proxy in a chain does. From any other peer
 the header is a claim anyone can make, so it is replaced by the peer's address; without a known
-peer (a Unix socket, say) it is dropped.
+peer (a Unix socket, say) it is dropped. The other forwarding claims (``Forwarded``,
+``X-Forwarded-Host``, ``X-Forwarded-Proto``) are likewise kept only from a trusted peer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Forwarding headers other than ``X-Forwarded-For``: believed only from a trusted peer.
+_CLAIMS = frozenset({b"forwarded", b"x-forwarded-host", b"x-forwarded-proto"})
 
 
 def parse_trusted_proxies(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -61,9 +64,13 @@ def forwarded_for(prior: Sequence[str], peer: str | None, trusted: Sequence[Netw
 def with_forwarded_for(
     headers: list[tuple[bytes, bytes]], peer: str | None, trusted: Sequence[Network]
 ) -> list[tuple[bytes, bytes]]:
-    """ASGI ``headers`` with their ``X-Forwarded-For`` replaced by :func:`forwarded_for`'s."""
+    """ASGI ``headers`` with their ``X-Forwarded-For`` replaced by :func:`forwarded_for`'s, and
+    without the other forwarding claims unless ``peer`` is trusted."""
     prior = [value.decode("latin-1") for key, value in headers if key.lower() == b"x-forwarded-for"]
-    kept = [(key, value) for key, value in headers if key.lower() != b"x-forwarded-for"]
+    drop = {b"x-forwarded-for"}
+    if peer is None or not _is_trusted(peer, trusted):
+        drop.update(_CLAIMS)
+    kept = [(key, value) for key, value in headers if key.lower() not in drop]
     value = forwarded_for(prior, peer, trusted)
     if value is not None:
         kept.append((b"x-forwarded-for", value.encode("latin-1")))

@@ -41,8 +41,13 @@ async def test_pass_through_and_http_replay_follow_one_rule(
     upstream = await aiohttp_server(make_upstream())
     args = ("--trusted-proxies", ",".join(trusted)) if trusted else ()
     async with run_proxy(f"http://127.0.0.1:{upstream.port}", *args) as proxy, httpx.AsyncClient() as client:
-        passed = await client.get(f"{proxy.url}/echo", headers={"X-Forwarded-For": SPOOFED})
-        assert json.loads(passed.headers["x-upstream-seen"])["x-forwarded-for"] == expected
+        claims = {"X-Forwarded-For": SPOOFED, "X-Forwarded-Host": "evil.example", "Forwarded": "for=6.6.6.6"}
+        passed = await client.get(f"{proxy.url}/echo", headers=claims)
+        seen = json.loads(passed.headers["x-upstream-seen"])
+        assert seen["x-forwarded-for"] == expected
+        # The other claims: believed from a trusted proxy, else ours (host) or none (Forwarded).
+        assert seen["x-forwarded-host"] == ("evil.example" if trusted else f"127.0.0.1:{proxy.port}")
+        assert seen.get("forwarded") == ("for=6.6.6.6" if trusted else None)
         submitted = await client.post(
             f"{proxy.url}/v1/async/chat/completions", json=CHAT, headers={"X-Forwarded-For": SPOOFED}
         )
