@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
+from bifrost_async.default_plugins.http import HttpProvider
+from bifrost_async.provider import ProviderError
 from bifrost_async.upstream import UnsafeTarget, Upstream, UpstreamOptions
 from tests.proxy_support import run_proxy
 from tests.proxy_upstream import STATE, make_upstream
+from tests.test_http_provider import _request
 
 
 async def _raw_exchange(port: int, head: str) -> tuple[int, dict[str, Any]]:
@@ -105,3 +108,31 @@ def test_upstream_url_keeps_the_host_and_the_path_bytes(path: str) -> None:
         path,
         "q=a+b&r=%2F",
     )
+
+
+async def test_the_http_replay_never_leaves_the_upstream_host(aiohttp_server: Any) -> None:
+    """The job replay builds its URL the same way: a route path that is not a plain path fails
+    the job cleanly (no request anywhere), and one with an ``@`` stays on the upstream's host."""
+    upstream = await aiohttp_server(make_upstream())
+    victim = await aiohttp_server(make_upstream())
+    provider = HttpProvider(Upstream(UpstreamOptions(f"http://127.0.0.1:{upstream.port}")))
+    await provider.start()
+    try:
+        for path in (f"@127.0.0.1:{victim.port}/echo", "/echo x"):
+            request = _request(path, b"{}", [(b"content-type", b"application/json")])
+            with pytest.raises(ProviderError) as refused:
+                await provider.execute(request, max_result_bytes=1024)
+            assert refused.value.code == "bad_route"
+            request.close()
+        request = _request(
+            f"/echo@127.0.0.1:{victim.port}/x", b"{}", [(b"content-type", b"application/json")]
+        )
+        answer = await provider.execute(request, max_result_bytes=1024)
+        request.close()
+    finally:
+        await provider.close()
+    assert answer.status == 200
+    assert victim.app[STATE].seen == []
+    assert [seen["raw_path"] for seen in upstream.app[STATE].seen] == [
+        f"/echo@127.0.0.1:{victim.port}/x?a=1&b=%20"
+    ]
