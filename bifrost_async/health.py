@@ -50,7 +50,8 @@ async def health_report(
     upstream: Upstream, jobs: AsyncJobsMiddleware | None, started_at: float
 ) -> dict[str, Any]:
     """The health body: ``status`` (``ok``/``degraded``), ``down`` (the parts that are not ok:
-    ``upstream``, ``store``), each part's probe, and the job queue. Both probes run at once."""
+    ``upstream``, ``store``, and ``jobs`` while draining for shutdown), each part's probe, and the
+    job queue. Both probes run at once."""
     upstream_probe, store_probe = await asyncio.gather(
         upstream.probe(), probe_store(jobs.store if jobs is not None else None)
     )
@@ -59,6 +60,9 @@ async def health_report(
         "store": {"name": jobs.config.store if jobs is not None else None, **store_probe},
     }
     down = [name for name, part in parts.items() if not part["ok"]]
+    runner = jobs.runner if jobs is not None else None
+    if runner is not None and not runner.accepting:
+        down.append("jobs")  # draining for shutdown: every submit gets 503 from now on
     body: dict[str, Any] = {
         "status": "degraded" if down else "ok",
         "version": __version__,
@@ -66,7 +70,6 @@ async def health_report(
         "down": down,
         **parts,
     }
-    runner = jobs.runner if jobs is not None else None
     if runner is not None:
         body["jobs"] = {"accepting": runner.accepting, "queued": runner.queued, "running": runner.running}
     return body

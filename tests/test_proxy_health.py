@@ -78,6 +78,10 @@ async def test_readyz_names_a_dead_store_and_healthz_stays_live(
     plugin.store.down = False
     assert (await http.get(f"{server.url}/readyz")).status_code == 200
 
+    await proxy.drain()  # shutting down: submits get 503, so not ready either
+    ready = await http.get(f"{server.url}/readyz")
+    assert ready.status_code == 503 and ready.json()["down"] == ["jobs"], ready.text
+
 
 async def test_an_unreachable_upstream_is_one_warning_at_startup() -> None:
     async with run_proxy(f"http://127.0.0.1:{free_port()}") as proxy, httpx.AsyncClient() as client:
