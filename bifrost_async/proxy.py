@@ -54,11 +54,11 @@ class ProxyApp:
         *,
         health_path: str = "/healthz",
         ready_path: str = "/readyz",
-        trusted_proxies: Iterable[str] = (),
+        trusted_proxies: str | Iterable[str] = (),
     ) -> None:
         self.upstream = upstream
         #: Peers whose ``X-Forwarded-For`` is appended to rather than replaced (see :mod:`.forwarding`).
-        self.trusted = networks(parse_trusted_proxies(tuple(trusted_proxies)))
+        self.trusted = networks(parse_trusted_proxies(trusted_proxies))
         self.health_path = health_path
         self.ready_path = ready_path
         #: Set by :func:`build_proxy` so ``/healthz`` can report the job queue.

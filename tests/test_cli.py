@@ -148,13 +148,17 @@ def restore_logging() -> Any:
     """configure_logging changes process-wide state; put it back for the other tests."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    uvicorn_saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in UVICORN}
+    uvicorn_saved = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate, logging.getLogger(n).level)
+        for n in UVICORN
+    }
     yield
     structlog.reset_defaults()
     root.handlers[:], root.level = saved[0], saved[1]
-    for name, (handlers, propagate) in uvicorn_saved.items():
+    for name, (handlers, propagate, level) in uvicorn_saved.items():
         logging.getLogger(name).handlers[:] = handlers
         logging.getLogger(name).propagate = propagate
+        logging.getLogger(name).setLevel(level)
 
 
 UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
