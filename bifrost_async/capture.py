@@ -35,6 +35,9 @@ class CapturedRequest:
     body: IO[bytes]
     body_size: int
     scope: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The submitting connection's remote address; ``headers`` already carry the
+    #: ``X-Forwarded-For`` that :mod:`bifrost_async.forwarding` derives from it.
+    peer: str | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lowercase), or ``None``."""

@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
             Requests under the async prefix (/v1/async) become jobs, run against the upstream;
             every other request is passed through to it, streamed both ways. GET /healthz
-            reports the proxy and whether the upstream answers; GET /readyz is 503 while it
-            does not."""
+            reports the proxy and whether the upstream and the job store answer; GET /readyz
+            is 503 while either does not."""
         ),
         epilog=textwrap.dedent(
             """\
@@ -141,6 +141,9 @@ def serve(values: Mapping[str, Any]) -> int:
         # The upstream's own Server and Date headers pass through; ours would duplicate them.
         "server_header": False,
         "date_header": False,
+        # X-Forwarded-For is ours to judge (--trusted-proxies, bifrost_async.forwarding): uvicorn's
+        # own proxy-headers mode would trust 127.0.0.1 behind our back and rewrite the peer.
+        "proxy_headers": False,
         # Longer than the idle timeout of the pools in front, so they, not we, close idle
         # connections; otherwise a request sent as we close one fails with a reset.
         "timeout_keep_alive": values["keep_alive"],

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .forwarding import parse_trusted_proxies
 from .keys import AcceptedKeys
 from .routes import DEFAULT_ROUTES, RouteSpec, RouteTable
 
@@ -119,6 +120,10 @@ class AsyncJobsConfig:
     #: Header-driven async (``x-bf-async``) routes to add or change: path -> ``"openai"``,
     #: ``"anthropic"`` or ``"off"`` (removes a default route). See docs/HEADER_ASYNC.md.
     header_async_routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Peers (IP addresses or CIDR networks; a comma-separated string is accepted) whose
+    #: ``X-Forwarded-For`` is believed and appended to; from any other peer the header is replaced
+    #: by the peer's address (see :mod:`bifrost_async.forwarding`). Empty: trust no one.
+    trusted_proxies: tuple[str, ...] = ()
     #: Clock returning epoch seconds; tests inject their own.
     clock: Callable[[], float] = time.time
 
@@ -148,11 +153,15 @@ class AsyncJobsConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise OptionError(
-                    name,
-                    f"must be None (half the bound), 0 (no share) or positive, got {value!r}"
+                    name, f"must be None (half the bound), 0 (no share) or positive, got {value!r}"
                 )
         if self.default_ttl > self.max_ttl:
             raise OptionError("default_ttl", f"{self.default_ttl} must not exceed max_ttl ({self.max_ttl})")
+        try:
+            # Normalised once here, so every process and every consumer sees the same networks.
+            object.__setattr__(self, "trusted_proxies", parse_trusted_proxies(self.trusted_proxies))
+        except ValueError as exc:
+            raise OptionError("trusted_proxies", str(exc)) from None
         try:
             self.routes()  # fail early on a bad route table
         except ValueError as exc:

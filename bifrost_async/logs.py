@@ -114,3 +114,6 @@ def configure_logging(level: str = "info", format: LogFormat = "auto") -> None:
         # uvicorn's own handlers would print a second, differently formatted copy.
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+        # The root's level (--log-level) decides for them too, whatever level an earlier
+        # uvicorn.Config(log_level=...) in this process left on them.
+        logging.getLogger(name).setLevel(logging.NOTSET)

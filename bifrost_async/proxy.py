@@ -11,19 +11,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import aiohttp
 import structlog
 from multidict import CIMultiDict
 
-from . import __version__
 from .errors import error_body
+from .forwarding import networks, parse_trusted_proxies, peer_address, with_forwarded_for
+from .health import health_report
 from .http import send_json
 from .middleware import AsyncJobsMiddleware
 from .proxy_ws import relay_websocket
-from .upstream import Upstream, UpstreamOptions, describe_failure, forward_headers, response_headers
+from .upstream import (
+    Upstream,
+    UpstreamOptions,
+    describe_failure,
+    forward_headers,
+    is_origin_form,
+    response_headers,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +49,16 @@ class ProxyApp:
     """
 
     def __init__(
-        self, upstream: Upstream, *, health_path: str = "/healthz", ready_path: str = "/readyz"
+        self,
+        upstream: Upstream,
+        *,
+        health_path: str = "/healthz",
+        ready_path: str = "/readyz",
+        trusted_proxies: str | Iterable[str] = (),
     ) -> None:
         self.upstream = upstream
+        #: Peers whose ``X-Forwarded-For`` is appended to rather than replaced (see :mod:`.forwarding`).
+        self.trusted = networks(parse_trusted_proxies(trusted_proxies))
         self.health_path = health_path
         self.ready_path = ready_path
         #: Set by :func:`build_proxy` so ``/healthz`` can report the job queue.
@@ -59,11 +74,13 @@ class ProxyApp:
             await self._ensure_open()
             if scope["path"] in (self.health_path, self.ready_path) and scope["method"] in ("GET", "HEAD"):
                 await self._health(scope, send)
+            elif not is_origin_form(_target(scope)):
+                await _refuse_target(scope, send)
             else:
                 await self._proxy(scope, receive, send)
         elif scope["type"] == "websocket":
             await self._ensure_open()
-            await relay_websocket(self.upstream, scope, receive, send, _upstream_headers(scope))
+            await relay_websocket(self.upstream, scope, receive, send, self._upstream_headers(scope))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -72,6 +89,7 @@ class ProxyApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self._ensure_open()
+                await self._warn_if_unreachable()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._opened:
@@ -79,6 +97,18 @@ class ProxyApp:
                     await self.upstream.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _warn_if_unreachable(self) -> None:
+        """One clear warning when the upstream does not answer at startup. Not a refusal: the
+        upstream may well start after us, and /readyz says 503 until it answers."""
+        probe = await self.upstream.probe()
+        if not probe["ok"]:
+            log.warning(
+                "proxy.upstream_unreachable_at_startup",
+                upstream=str(self.upstream.base_url.with_user(None)),
+                error=probe["error"],
+                health_path=self.upstream.options.health_path,
+            )
 
     async def _ensure_open(self) -> None:
         """Hold the upstream session (at lifespan startup, or on the first request without one)."""
@@ -91,19 +121,19 @@ class ProxyApp:
     # -- health ----------------------------------------------------------------------------------
 
     async def _health(self, scope: Scope, send: Any) -> None:
-        upstream = {"url": str(self.upstream.base_url), **await self.upstream.probe()}
-        body: dict[str, Any] = {
-            "status": "ok" if upstream["ok"] else "degraded",
-            "version": __version__,
-            "uptime_s": round(time.time() - self._started_at, 1),
-            "upstream": upstream,
-        }
-        runner = self.jobs.runner if self.jobs is not None else None
-        if runner is not None:
-            body["jobs"] = {"accepting": runner.accepting, "queued": runner.queued, "running": runner.running}
-        # /healthz is liveness (the proxy answers); /readyz also needs the upstream.
-        status = 503 if scope["path"] == self.ready_path and not upstream["ok"] else 200
+        body = await health_report(self.upstream, self.jobs, self._started_at)
+        # /healthz is liveness (the proxy answers); /readyz needs the upstream and the store, since
+        # without either every submit or pass-through fails and a balancer should look elsewhere.
+        status = 503 if scope["path"] == self.ready_path and body["down"] else 200
         await send_json(send, status, body, {"Cache-Control": "no-store"})
+
+    def _upstream_headers(self, scope: Scope) -> CIMultiDict[str]:
+        """The client's request headers as the upstream gets them: hop-by-hop headers dropped,
+        ``X-Forwarded-For`` by the forwarding rule, other ``X-Forwarded-*`` added if absent."""
+        forwarded = with_forwarded_for(list(scope["headers"]), peer_address(scope), self.trusted)
+        headers = forward_headers(forwarded)
+        _add_forwarded(headers, scope)
+        return headers
 
     # -- pass-through ----------------------------------------------------------------------------
 
@@ -124,7 +154,7 @@ class ProxyApp:
                 log.info("proxy.client_disconnected", path=scope["path"])
 
     async def _forward(self, scope: Scope, receive: Any, send: Any, body_done: asyncio.Event) -> None:
-        headers = _upstream_headers(scope)
+        headers = self._upstream_headers(scope)
         chunked = any(key == b"transfer-encoding" for key, _ in scope["headers"])
         has_body = chunked or headers.get("content-length", "0") != "0"
         data = _request_body(receive, body_done) if has_body else None
@@ -196,19 +226,20 @@ async def _wait_for_disconnect(receive: Any, body_done: asyncio.Event) -> None:
             return
 
 
-def _upstream_headers(scope: Scope) -> CIMultiDict[str]:
-    """The client's request headers as the upstream gets them: hop-by-hop headers dropped,
-    ``X-Forwarded-*`` added."""
-    headers = forward_headers(scope["headers"])
-    _add_forwarded(headers, scope)
-    return headers
+def _target(scope: Scope) -> str:
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("latin-1")
+    return raw.decode("latin-1")
+
+
+async def _refuse_target(scope: Scope, send: Any) -> None:
+    """400 for a request target that is not a path: it would otherwise name another host."""
+    log.warning("proxy.unsafe_target_refused", method=scope.get("method"))  # never the target: it is input
+    message = "the request target must be a path starting with '/' (origin-form)"
+    body = error_body(400, message, type="invalid_request_error", code="invalid_request_target")
+    await send_json(send, 400, body)
 
 
 def _add_forwarded(headers: Any, scope: Scope) -> None:
-    client = scope.get("client")
-    if client:
-        prior = headers.get("x-forwarded-for")
-        headers["X-Forwarded-For"] = f"{prior}, {client[0]}" if prior else str(client[0])
     headers.setdefault("X-Forwarded-Proto", scope.get("scheme", "http"))
     for key, value in scope["headers"]:
         if key == b"host":
@@ -231,7 +262,7 @@ def build_proxy(
     if isinstance(upstream, str):
         upstream = UpstreamOptions.from_mapping({"url": upstream, **(upstream_options or {})})
     shared = Upstream(upstream)
-    app = ProxyApp(shared)
+    app = ProxyApp(shared, trusted_proxies=parse_trusted_proxies(options.get("trusted_proxies")))
     middleware = AsyncJobsMiddleware(app, provider="http", provider_options={"upstream": shared}, **options)
     app.jobs = middleware
     return middleware

@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 
 from .errors import error_body
 from .http import send_json
-from .upstream import Upstream, describe_failure
+from .upstream import UnsafeTarget, Upstream, describe_failure
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,12 @@ async def relay_websocket(
     """Serve one ASGI ``websocket`` connection by relaying it to ``upstream``."""
     if (await receive())["type"] != "websocket.connect":
         return
-    url = upstream.url(scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b""))
+    try:
+        url = upstream.url(scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b""))
+    except UnsafeTarget as exc:  # not a path: it would name another host, never relayed
+        log.warning("proxy.unsafe_target_refused", scheme="websocket")
+        await _refuse(scope, send, 400, str(exc), "invalid_request_target", type="invalid_request_error")
+        return
     try:
         ws = await upstream.session.ws_connect(
             url,
@@ -107,10 +112,12 @@ async def _upstream_to_client(ws: aiohttp.ClientWebSocketResponse, send: Any) ->
     await send({"type": "websocket.close", "code": 1011 if code is None or code in _NOT_SENDABLE else code})
 
 
-async def _refuse(scope: dict[str, Any], send: Any, status: int, message: str, code: str) -> None:
+async def _refuse(
+    scope: dict[str, Any], send: Any, status: int, message: str, code: str, *, type: str = "upstream_error"
+) -> None:
     """Answer a WebSocket handshake with an HTTP error where the server allows it, else close."""
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1011})
         return
-    body = error_body(status, message, type="upstream_error", code=code)
+    body = error_body(status, message, type=type, code=code)
     await send_json(send, status, body, message_prefix="websocket.http")

@@ -14,6 +14,7 @@ from .admission import Admission
 from .capture import CapturedRequest, Headers, header_value, spool_body
 from .config import AsyncJobsConfig
 from .errors import AsyncJobError, model_extra_fields, not_found
+from .forwarding import networks, peer_address, with_forwarded_for
 from .idempotency import (
     CLAIM_WINDOW,
     claim_digest,
@@ -67,6 +68,7 @@ class JobService:
         self.store = store
         self.runner = runner
         self.admission = Admission(self)
+        self._trusted = networks(config.trusted_proxies)
 
     def owner(self, scope: dict[str, Any]) -> str:
         """Who is asking, as the ``job_owner`` hook decides."""
@@ -137,11 +139,14 @@ class JobService:
             memory_bytes=self.config.spool_memory_bytes,
             spool_dir=self.config.spool_dir,
         )
+        peer = peer_address(scope)
         return CapturedRequest(
             method="POST",
             path=spec.sync_path,
             query_string=scope.get("query_string", b""),
-            headers=headers,
+            # The replay (either provider) sends what the forwarding rule says, not the client's claim.
+            headers=with_forwarded_for(headers, peer, self._trusted),
+            peer=peer,
             body=body,
             body_size=size,
             scope=scope,

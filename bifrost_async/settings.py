@@ -128,6 +128,9 @@ OPTIONS: tuple[Option, ...] = (
            "(socket activation)", _SERVER, "server", "FD"),
     Option("workers", int, 1, "server processes sharing the port; above 1 needs a shared store "
            "(--store redis)", _SERVER, "server", "N"),
+    Option("trusted_proxies", str, None, "comma-separated addresses/CIDR networks of proxies in front "
+           "whose X-Forwarded-For is appended to; from any other peer it is replaced by the peer's address",
+           _SERVER, "middleware", "CIDRS"),
     Option("keep_alive", int, 75, "seconds an idle client connection stays open; keep it above the "
            "idle timeout of the load balancer or client pool in front", _SERVER, "server", "S"),
     Option("store", str, "memory", "job store by name (plugins add more, e.g. redis)", _JOBS, "middleware",
@@ -261,6 +264,8 @@ def _load_config(path: str) -> dict[str, Any]:
 
 
 def _convert(option: Option, raw: Any, source: str) -> Any:
+    if isinstance(raw, list):  # a TOML array (trusted_proxies = ["10.0.0.0/8", ...])
+        raw = ",".join(str(item) for item in raw)
     try:
         value = option.kind(str(raw)) if not isinstance(raw, int | float) or option.kind is str else raw
     except ValueError as exc:

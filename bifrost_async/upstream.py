@@ -38,6 +38,21 @@ IDLE_KEEPALIVE_SECONDS = 4.0
 _REQUEST_DROP = frozenset({"host", "expect"})
 
 
+class UnsafeTarget(ValueError):
+    """A request target that is not origin-form (``/path``): absolute-form, authority-form,
+    asterisk-form or garbage such as ``@evil.example/``; it is never sent upstream."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__("the request target must be a path starting with '/'")
+        self.target = target
+
+
+def is_origin_form(path: str) -> bool:
+    """True for an origin-form request path (RFC 9112 section 3.2.1): ``/`` then no whitespace,
+    control character, ``#`` or ``?`` (the query travels separately)."""
+    return path[:1] == "/" and not any(ch in path for ch in "#?") and path.isprintable() and " " not in path
+
+
 @dataclasses.dataclass(frozen=True)
 class UpstreamOptions:
     """How to reach the upstream. Durations are seconds; ``None`` means no limit."""
@@ -61,6 +76,16 @@ class UpstreamOptions:
         url = URL(self.url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"upstream must be an http(s) URL with a host, got {self.url!r}")
+        if url.path not in ("", "/") or url.query_string or url.fragment:
+            # Request paths go upstream as the client sent them (/v1/chat/completions); a base
+            # path would be prepended to each of them (/v1/v1/...) and every job would fail 404.
+            origin = str(url.with_path("").with_query(None).with_fragment(None).with_user(None))
+            raise ValueError(
+                f"upstream must be the gateway's origin without a path: pass {origin} "
+                f"(clients' paths such as /v1/chat/completions are sent on as they are)"
+            )
+        if not is_origin_form(self.health_path):
+            raise ValueError(f"health_path must be a path starting with '/', got {self.health_path!r}")
         if self.connections <= 0:
             raise ValueError("connections must be positive")
         if self.keepalive <= 0:
@@ -86,7 +111,7 @@ class Upstream:
     def __init__(self, options: UpstreamOptions) -> None:
         self.options = options
         base = URL(options.url)
-        self.base_url = base.with_path(base.path.rstrip("/")).with_query(None).with_fragment(None)
+        self.base_url = base.with_path("").with_query(None).with_fragment(None)
         self._session: aiohttp.ClientSession | None = None
         self._users = 0
         self._lock = asyncio.Lock()
@@ -133,12 +158,23 @@ class Upstream:
         return self._session is not None
 
     def url(self, raw_path: bytes | str, query_string: bytes = b"") -> URL:
-        """The upstream URL for a request path, kept byte for byte (already percent-encoded)."""
+        """The upstream URL for an origin-form request path, kept byte for byte (already
+        percent-encoded). Built from parts, never by concatenation, so nothing in the path or
+        query can change the host; a path that is not origin-form raises :class:`UnsafeTarget`."""
         path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
-        text = str(self.base_url) + path
-        if query_string:
-            text += "?" + query_string.decode("latin-1")
-        return URL(text, encoded=True)
+        if not is_origin_form(path):
+            raise UnsafeTarget(path)
+        base = self.base_url
+        return URL.build(
+            scheme=base.scheme,
+            user=base.raw_user,
+            password=base.raw_password,
+            host=base.raw_host or "",
+            port=base.explicit_port,
+            path=path,
+            query_string=query_string.decode("latin-1"),
+            encoded=True,
+        )
 
     async def probe(self) -> dict[str, Any]:
         """Ask the upstream's health path: ``{"ok": True, "status": 200}`` or

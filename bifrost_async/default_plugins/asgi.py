@@ -3,6 +3,9 @@
 Like httpx's ASGI transport: a fresh ``http`` scope for the synchronous path, a ``receive`` that
 streams the spooled body and then reports ``http.disconnect`` only once the response is done (so
 apps that listen for disconnects keep streaming), and a ``send`` that collects the response.
+The submitting server's ``extensions`` are offered to the app as they were; where they include
+``http.response.pathsend`` (Granian), a file sent by path is read into the result, bounded by
+``max_result_bytes`` like any body.
 """
 
 from __future__ import annotations
@@ -83,6 +86,15 @@ class AsgiProvider:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     response_done.set()
+            elif message["type"] == "http.response.pathsend":
+                # The server's zero-copy file send (offered by e.g. Granian, copied from the
+                # submitting scope's extensions): here the file's bytes are the job's result.
+                chunk = await asyncio.to_thread(_read_file, message["path"], max_result_bytes - size + 1)
+                size += len(chunk)
+                if size > max_result_bytes:
+                    raise ResultTooLarge(max_result_bytes)
+                chunks.append(chunk)
+                response_done.set()
 
         try:
             await self.app(scope, receive, send)
@@ -91,6 +103,13 @@ class AsgiProvider:
         if status is None:
             raise ProviderError(500, "the application ended without sending a response", code="no_response")
         return CapturedResponse(status=status, headers=headers, body=b"".join(chunks))
+
+
+def _read_file(path: str, at_most: int) -> bytes:
+    """Up to ``at_most`` bytes of the file at ``path``: the caller asks one byte past its limit,
+    so a larger file is noticed without trusting a size that may change under us."""
+    with open(path, "rb") as handle:
+        return handle.read(at_most)
 
 
 def asgi_provider(context: ProviderContext) -> AsgiProvider:

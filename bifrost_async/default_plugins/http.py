@@ -19,6 +19,7 @@ from bifrost_async.hookspecs import hookimpl
 from bifrost_async.provider import ProviderContext, ProviderError, ProviderFactory, ResultTooLarge
 from bifrost_async.results import CapturedResponse
 from bifrost_async.upstream import (
+    UnsafeTarget,
     Upstream,
     UpstreamOptions,
     describe_failure,
@@ -52,7 +53,13 @@ class HttpProvider:
         # what it can decode and the result holds plain bytes.
         headers = forward_headers(request.headers, drop=("content-length", "accept-encoding"))
         headers["Content-Length"] = str(request.body_size)
-        url = self.upstream.url(request.path, request.query_string)
+        try:
+            # Built from parts like the pass-through's: the route's path can never name a host.
+            url = self.upstream.url(request.path, request.query_string)
+        except UnsafeTarget as exc:
+            raise ProviderError(
+                500, f"route path {request.path!r} is not a plain path", code="bad_route"
+            ) from exc
         data = request.iter_body() if request.body_size else None
         try:
             async with self.upstream.session.request(
