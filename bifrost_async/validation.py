@@ -85,6 +85,10 @@ def _asks_stream(spec: RouteSpec, value: Any) -> bool:
     return bool(value == wanted)
 
 
+#: ijson's pure-Python back end, for the rare body its C back end cannot decode.
+_PYTHON_JSON = ijson.get_backend("python")
+
+
 class _Container:
     """Stands for an object or array value where validation wants a scalar (never truthy)."""
 
@@ -93,12 +97,23 @@ def _scan_json(body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
     """The top-level ``model`` and stream field of a JSON object, read with a streaming parser:
     nothing else of the body is built (a 48 MB body costs no 48 MB of objects), and the parse
     is a loop of small steps, so a thread running it does not hold the event loop for long."""
+    try:
+        return _scan_json_with(ijson.basic_parse, body, spec)
+    except UnicodeDecodeError:
+        # yajl (ijson's C back end) turns a lone surrogate escape ("\ud800") into bytes it then
+        # cannot decode; json.loads and the app behind us accept it, so read it as they do with
+        # the pure-Python back end (slow, but only for such bodies)
+        body.seek(0)
+        return _scan_json_with(_PYTHON_JSON.basic_parse, body, spec)
+
+
+def _scan_json_with(basic_parse: Any, body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
     wanted = {"model"} | ({spec.stream_field} if spec.stream_field else set())
     fields: dict[str, Any] = {}
     depth = 0
     key: str | None = None
     try:
-        for event, value in ijson.basic_parse(body, use_float=True, buf_size=JSON_BUFFER):
+        for event, value in basic_parse(body, use_float=True, buf_size=JSON_BUFFER):
             if depth == 0 and event != "start_map":
                 raise _bad("request body must be a JSON object", code="invalid_json")
             if event in ("start_map", "start_array"):
@@ -113,7 +128,11 @@ def _scan_json(body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
                 key = value
             elif depth == 1 and key in wanted:
                 fields[key] = value
-    except (ijson.JSONError, UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
+        if basic_parse is _PYTHON_JSON.basic_parse:  # not UTF-8 at all
+            raise _bad("malformed JSON in request body", code="invalid_json") from None
+        raise
+    except (ijson.JSONError, ValueError):
         raise _bad("malformed JSON in request body", code="invalid_json") from None
     if depth != 0:  # the parser finished early (it never does for a complete value)
         raise _bad("malformed JSON in request body", code="invalid_json")
