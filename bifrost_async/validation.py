@@ -89,6 +89,10 @@ def _asks_stream(spec: RouteSpec, value: Any) -> bool:
 _PYTHON_JSON = ijson.get_backend("python")
 
 
+class _CBackendLimit(Exception):
+    """The C back end cannot read a body that is valid JSON (see :func:`_scan_json`)."""
+
+
 class _Container:
     """Stands for an object or array value where validation wants a scalar (never truthy)."""
 
@@ -99,10 +103,11 @@ def _scan_json(body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
     is a loop of small steps, so a thread running it does not hold the event loop for long."""
     try:
         return _scan_json_with(ijson.basic_parse, body, spec)
-    except UnicodeDecodeError:
-        # yajl (ijson's C back end) turns a lone surrogate escape ("\ud800") into bytes it then
-        # cannot decode; json.loads and the app behind us accept it, so read it as they do with
-        # the pure-Python back end (slow, but only for such bodies)
+    except _CBackendLimit:
+        # yajl (ijson's C back end) refuses two things that json.loads and the app behind us
+        # accept: integers beyond 64 bits, and lone surrogate escapes ("\ud800", turned into bytes
+        # it cannot decode). Read such a body as they do, with the pure-Python back end: slower,
+        # but only for these bodies, and in a thread when the body is large.
         body.seek(0)
         return _scan_json_with(_PYTHON_JSON.basic_parse, body, spec)
 
@@ -128,11 +133,11 @@ def _scan_json_with(basic_parse: Any, body: IO[bytes], spec: RouteSpec) -> dict[
                 key = value
             elif depth == 1 and key in wanted:
                 fields[key] = value
-    except UnicodeDecodeError:
-        if basic_parse is _PYTHON_JSON.basic_parse:  # not UTF-8 at all
-            raise _bad("malformed JSON in request body", code="invalid_json") from None
-        raise
-    except (ijson.JSONError, ValueError):
+    except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
+        if basic_parse is not _PYTHON_JSON.basic_parse and (
+            isinstance(exc, UnicodeDecodeError) or "integer overflow" in str(exc)
+        ):
+            raise _CBackendLimit from None
         raise _bad("malformed JSON in request body", code="invalid_json") from None
     if depth != 0:  # the parser finished early (it never does for a complete value)
         raise _bad("malformed JSON in request body", code="invalid_json")

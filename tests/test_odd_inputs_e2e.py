@@ -145,6 +145,23 @@ def multipart(boundary: str, *, file_name: str = "file", as_file: bool = True) -
     ).encode()
 
 
+@pytest.mark.parametrize(
+    "member",
+    [b'"big": 854754652972882170216448', b'"neg": -99999999999999999999999', b'"s": "\\ud800x"'],
+)
+async def test_valid_json_the_c_parser_refuses_is_accepted(
+    stack: Stack, http: httpx.AsyncClient, member: bytes
+) -> None:
+    """Integers past 64 bits and lone surrogate escapes are valid JSON to json.loads and so to the
+    app behind us; the streaming validator must not call them malformed (ijson's C back end does)."""
+    body = json.dumps(scripted(b"{}", status=200))[:-1].encode() + b", " + member + b"}"
+    submitted = await stack.submit(
+        http, "embeddings", content=body, headers={"content-type": "application/json"}
+    )
+    job, _ = await finished_job(stack, http, submitted)
+    assert job["status"] == "completed"
+
+
 @pytest.mark.parametrize("length", [71, 300, 5000])
 async def test_multipart_boundary_over_70_characters_is_400(
     serve: Any, http: httpx.AsyncClient, length: int
