@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import io
 import json
 import math
+import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import struct
@@ -78,6 +81,34 @@ def transcribe_wav(data: bytes) -> tuple[str, float]:
     return (hypothesis.hypstr if hypothesis is not None else ""), seconds
 
 
+#: The app key of the process pool that decodes audio (set by :func:`serve`).
+DECODERS = web.AppKey("decoders", multiprocessing.pool.Pool)
+
+
+async def _decode(app: web.Application, data: bytes) -> tuple[str, float]:
+    """Transcribe in a child process when :func:`serve` made a pool: PocketSphinx holds the GIL for
+    a whole utterance, so in a thread it would keep this process deaf to SIGTERM until it ends
+    (minutes for a long file); a child process is simply terminated at shutdown. Without a pool
+    (the app used in-process), a thread keeps at least the event loop free."""
+    pool = app.get(DECODERS)
+    if pool is None:
+        return await asyncio.to_thread(transcribe_wav, data)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[str, float]] = loop.create_future()
+
+    def settle(outcome: Any, *, failed: bool = False) -> None:
+        if not done.done():
+            (done.set_exception if failed else done.set_result)(outcome)
+
+    pool.apply_async(
+        transcribe_wav,
+        (data,),
+        callback=lambda result: loop.call_soon_threadsafe(settle, result),
+        error_callback=lambda exc: loop.call_soon_threadsafe(functools.partial(settle, exc, failed=True)),
+    )
+    return await done
+
+
 async def transcriptions(request: web.Request) -> web.Response:
     form = await request.post()
     upload = form.get("file")
@@ -86,8 +117,7 @@ async def transcriptions(request: web.Request) -> web.Response:
     data = upload.file.read()
     print(f"transcribing {len(data)} bytes", flush=True)  # one line per job: see it working
     try:
-        # Recognition is CPU-bound: keep the event loop free for other requests.
-        text, seconds = await asyncio.to_thread(transcribe_wav, data)
+        text, seconds = await _decode(request.app, data)
     except (wave.Error, EOFError, ValueError) as exc:
         return _error(400, f"could not read the audio as WAV: {exc}")
     response_format = str(form.get("response_format") or "json")
@@ -226,12 +256,17 @@ async def serve(host: str, port: int) -> None:
     """Bind, say so, and serve until SIGTERM or SIGINT."""
     # keepalive_timeout 75 s: longer than the idle timeout of the pools in front (the proxy's 4 s),
     # as the README advises, so they, not we, close idle connections.
-    runner = web.AppRunner(make_app(), keepalive_timeout=75, shutdown_timeout=2)
+    app = make_app()
+    # spawn, not fork: a forked child would inherit the event loop and the listening socket
+    decoders = multiprocessing.get_context("spawn").Pool(2)
+    app[DECODERS] = decoders
+    runner = web.AppRunner(app, keepalive_timeout=75, shutdown_timeout=2)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
+        decoders.terminate()
         raise SystemExit(f"upstream_service: cannot listen on {host}:{port}: {exc.strerror}") from None
     # Printed only once the port is bound (the port the OS chose for --port 0), so a script may
     # wait for this line and then connect.
@@ -242,6 +277,7 @@ async def serve(host: str, port: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    decoders.terminate()  # a decode in progress ends now, not when its utterance is done
     await runner.cleanup()
 
 

@@ -4,11 +4,16 @@ environment, "listening" only once bound, and one line (no traceback) when the p
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import io
+import signal
 import socket
+import time
+import wave
 
 import httpx
 
-from .example_support import Start, bound_url
+from .example_support import EXAMPLES, Start, bound_url
 from .proxy_support import free_port
 
 
@@ -54,3 +59,62 @@ async def test_transcription_app_port_from_flag_and_environment(start_example: S
     async with asyncio.timeout(60):
         while f":{other}" not in (line := (await flag.process.stderr.readline()).decode()):
             assert line, await flag.process.wait()
+
+
+def long_recording(repeats: int) -> bytes:
+    """``examples/hello.wav`` said ``repeats`` times in one WAV: a decode that takes a while."""
+    with wave.open(str(EXAMPLES / "hello.wav")) as clip:
+        params, frames = clip.getparams(), clip.readframes(clip.getnframes())
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setparams(params)
+        wav.writeframes(frames * repeats)
+    return out.getvalue()
+
+
+async def test_upstream_stops_on_sigterm_while_transcribing(start_example: Start) -> None:
+    """SIGTERM in the middle of a long decode stops the service then, without the transcript: the
+    decode runs in a child process that shutdown terminates (in a thread, PocketSphinx would hold
+    the GIL until the whole utterance was decoded, about half a minute here)."""
+    upstream = await start_example("upstream_service.py", "--port", "0")
+    url = bound_url(await upstream.line_with("listening on"))
+    audio = long_recording(40)
+
+    async def transcribe() -> httpx.Response | Exception:
+        async with httpx.AsyncClient(timeout=300) as client:
+            try:
+                return await client.post(
+                    url + "/v1/audio/transcriptions",
+                    files={"file": ("long.wav", audio, "audio/wav")},
+                    data={"model": "whisper-1"},
+                )
+            except httpx.HTTPError as exc:
+                return exc
+
+    # the yardstick: how long one clip takes to decode on this machine now (40 clips take ~40x)
+    one_clip = await asyncio.to_thread(timed_decode, long_recording(1))
+    request = asyncio.create_task(transcribe())
+    await upstream.line_with("transcribing")
+    upstream.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    async with asyncio.timeout(180):  # bounds a broken run only
+        assert await upstream.process.wait() == 0
+        stopped_after = time.monotonic() - signalled
+        answer = await request
+    assert isinstance(answer, Exception) or answer.status_code >= 500, answer  # no transcript
+    # A ratio measured in this run, not a timed assertion: a service deaf to SIGTERM until the
+    # decode ends stops ~40 clips' time later (minus what it decoded before the signal).
+    assert stopped_after < 10 * one_clip, (stopped_after, one_clip)
+
+
+def timed_decode(audio: bytes) -> float:
+    """Seconds the example's own ``transcribe_wav`` takes for ``audio``, in this process."""
+    spec = importlib.util.spec_from_file_location(
+        "upstream_service_example", EXAMPLES / "upstream_service.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    started = time.monotonic()
+    module.transcribe_wav(audio)
+    return time.monotonic() - started
