@@ -13,7 +13,7 @@ from typing import Any
 from .config import AsyncJobsConfig
 from .errors import not_found
 from .extensions import JobExtensions
-from .http import send_json
+from .http import send_bytes, send_json
 from .idempotency import IdempotentReplay
 from .jobs import Job
 from .prefer import preferences, preferred_wait, wait_seconds
@@ -145,9 +145,4 @@ class JobEndpoints:
                 raise not_found()
             await send_json(send, job.status_code or 500, job.error)
             return
-        status, content_type, body = rebuild_raw(job.raw_response, job.result)
-        headers = [(b"content-length", str(len(body)).encode())]
-        if content_type:
-            headers.insert(0, (b"content-type", content_type.encode("latin-1")))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_bytes(send, *rebuild_raw(job.raw_response, job.result))

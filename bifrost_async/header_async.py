@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import AsyncJobError, not_found
-from .http import send_json
+from .http import send_bytes, send_json
 from .idempotency import IdempotentReplay
 from .jobs import Job, JobStatus
 from .raw import rebuild_raw
@@ -136,12 +136,7 @@ class HeaderAsync:
         if not job.status.terminal:
             await send_json(send, 200, pending_body(job, family))
         elif job.status is JobStatus.COMPLETED and job.raw_response is not None:
-            status, content_type, body = rebuild_raw(job.raw_response, job.result)
-            headers = [(b"content-length", str(len(body)).encode())]
-            if content_type:
-                headers.insert(0, (b"content-type", content_type.encode("latin-1")))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await send_bytes(send, *rebuild_raw(job.raw_response, job.result))
         elif job.status is JobStatus.COMPLETED:
             await send_json(send, 200, job.result)
         else:

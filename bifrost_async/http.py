@@ -1,4 +1,5 @@
-"""Small ASGI response helpers: every answer the service gives itself is JSON."""
+"""Small ASGI response helpers: every answer the service gives itself is JSON; a stored
+upstream response goes back as the bytes it was (:func:`send_bytes`)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,12 @@ async def send_json(
     raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": f"{message_prefix}.response.start", "status": status, "headers": raw_headers})
     await send({"type": f"{message_prefix}.response.body", "body": payload})
+
+
+async def send_bytes(send: Any, status: int, content_type: str | None, body: bytes) -> None:
+    """Send one complete response of ``body`` as it is (an upstream's own answer, replayed)."""
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type:
+        headers.insert(0, (b"content-type", content_type.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
