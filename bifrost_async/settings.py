@@ -111,6 +111,17 @@ class Option:
 _UP, _JOBS, _SERVER, _LOG = "upstream", "jobs", "server", "logging"
 #: The option groups, in the order --help shows them.
 GROUPS = (_UP, _SERVER, _JOBS, _LOG)
+
+
+def _proxy_list(text: str) -> str:
+    """``--trusted-proxies`` checked as it is read (a ``ValueError`` names the bad entry), so a
+    typo is refused with the option's name before anything starts."""
+    from .forwarding import parse_trusted_proxies  # ipaddress only: cheap for --help
+
+    parse_trusted_proxies(text)
+    return text
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("upstream", str, None, "the synchronous gateway, e.g. http://127.0.0.1:8080 (required)",
            _UP, "upstream", "URL"),
@@ -128,8 +139,9 @@ OPTIONS: tuple[Option, ...] = (
            "(socket activation)", _SERVER, "server", "FD"),
     Option("workers", int, 1, "server processes sharing the port; above 1 needs a shared store "
            "(--store redis)", _SERVER, "server", "N"),
-    Option("trusted_proxies", str, None, "comma-separated addresses/CIDR networks of proxies in front "
-           "whose X-Forwarded-For is appended to; from any other peer it is replaced by the peer's address",
+    Option("trusted_proxies", _proxy_list, None, "comma-separated addresses/CIDR networks of proxies "
+           "in front whose X-Forwarded-For is appended to; from any other peer it is replaced by the "
+           "peer's address",
            _SERVER, "middleware", "CIDRS"),
     Option("keep_alive", int, 75, "seconds an idle client connection stays open; keep it above the "
            "idle timeout of the load balancer or client pool in front", _SERVER, "server", "S"),

@@ -132,5 +132,6 @@ def test_a_bad_trusted_proxy_is_one_line_and_exit_2() -> None:
     )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
-        "bifrost-async: error: trusted proxy 'nope' is not an IP address or CIDR network"
+        "bifrost-async: error: --trusted-proxies: invalid value '10.0.0.0/8,nope' "
+        "(trusted proxy 'nope' is not an IP address or CIDR network)"
     ]
