@@ -18,6 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bifrost_async.default_plugins.memory import memory_store
 from bifrost_async.jobs import Job, JobStatus, new_job_id, rfc3339
 from bifrost_async.store import StoreContext
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALWAYS = ("passthrough", "roundtrip", "submit", "memory")
 
 
+@pytest.mark.slow
 def test_smoke_run_prints_every_benchmark() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],

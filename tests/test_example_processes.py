@@ -12,6 +12,7 @@ import time
 import wave
 
 import httpx
+import pytest
 
 from .example_support import EXAMPLES, Start, bound_url
 from .proxy_support import free_port
@@ -72,6 +73,7 @@ def long_recording(repeats: int) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.slow
 async def test_upstream_stops_on_sigterm_while_transcribing(start_example: Start) -> None:
     """SIGTERM in the middle of a long decode stops the service then, without the transcript: the
     decode runs in a child process that shutdown terminates (in a thread, PocketSphinx would hold

@@ -12,6 +12,7 @@ import os
 import sys
 
 import httpx
+import pytest
 
 from bifrost_async.client import AsyncJobsClient
 
@@ -32,6 +33,7 @@ async def submit_clip(client: httpx.AsyncClient, base: str) -> httpx.Response:
         )
 
 
+@pytest.mark.slow
 async def test_first_screen_example_app_then_curl_submit_and_poll(start_example: Start) -> None:
     port = free_port()
     app = await start_example("transcription_app.py", "--port", str(port))
@@ -52,6 +54,7 @@ async def test_first_screen_example_app_then_curl_submit_and_poll(start_example:
     check_transcript(body["result"]["text"])
 
 
+@pytest.mark.slow
 async def test_proxy_upstream_client_and_cli(start_example: Start) -> None:
     upstream = await start_example("upstream_service.py", "--port", "0")
     upstream_url = bound_url(await upstream.line_with("listening on"))

@@ -254,6 +254,7 @@ async def test_broken_app_responses_fail_their_jobs(serve: Any, http: httpx.Asyn
     assert job["status"] == "failed" and job["status_code"] == 500, job
 
 
+@pytest.mark.slow
 async def test_overload_every_submit_is_202_or_429_and_every_job_ends(serve: Any) -> None:
     """2,000 submits at 50 in flight against 2 workers and a queue of 100: accepted work all
     ends, refusals are clean 429s, and memory stays bounded."""

@@ -128,6 +128,7 @@ def stored_status(redis_url: str, job_id: str) -> str | None:
     return None if raw is None else str(json.loads(raw)["status"])  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_two_servers_share_jobs_survive_a_killed_worker_and_a_redis_restart(
     servers: tuple[ServerProcess, ServerProcess], own_redis: RedisServer, tmp_path: Path
 ) -> None:
