@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
+import socket
+import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import uvicorn
 
 from bifrost_async import AsyncJobsMiddleware, Job, hookimpl
 
@@ -78,3 +83,28 @@ async def build_stack(serve: Any, *, app: Any = None, plugins: tuple[Any, ...] =
     middleware = AsyncJobsMiddleware(app, plugins=[recorder, *plugins], **options)
     server = await serve(middleware)
     return Stack(server.url, app, middleware, recorder, server)
+
+
+@contextlib.contextmanager
+def served_in_thread(app: Any) -> Iterator[str]:
+    """``app`` on uvicorn in a thread of its own, for callers with a blocking client
+    (schemathesis), which the test's own event loop could not answer; yields its base URL.
+
+    The keep-alive outlasts the run, so the client never reuses a connection as it is closed."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=300))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    started = threading.Event()
+    while not started.wait(0.01):  # uvicorn has no ready callback; its flag flips once it listens
+        if server.started:
+            started.set()
+        elif not thread.is_alive():
+            raise RuntimeError("uvicorn exited before it started")
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -3,17 +3,13 @@ schemathesis against a real uvicorn server (nothing answers 500, responses match
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
@@ -23,6 +19,7 @@ from bifrost_async.webhook_delivery import DeliveryPolicy
 from bifrost_async.webhooks import WebhookEndpoint, WebhooksPlugin
 
 from .apps import make_app
+from .helpers import served_in_thread
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef").decode()
 DIARIZE = RouteSpec(
@@ -56,22 +53,8 @@ def live_url() -> Iterator[str]:
     """The middleware-wrapped test app on uvicorn in a thread of its own: schemathesis calls it
     with a blocking client, which the test's own event loop could not answer."""
     app = make_middleware()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    # A keep-alive longer than the run: the client never reuses a connection as it is closed.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=300))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not started.wait(0.01):  # uvicorn has no ready callback; its flag flips once it listens
-        if server.started:
-            started.set()
-        elif not thread.is_alive():
-            raise RuntimeError("uvicorn exited before it started")
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    with served_in_thread(app) as url:
+        yield url
 
 
 async def test_document_is_served_and_follows_the_route_table(serve: Any, http: httpx.AsyncClient) -> None:

@@ -3,16 +3,12 @@ receiver: every call and its errors, history and counters, redeliver, rotate, te
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 
 from bifrost_async import AsyncJobsMiddleware
@@ -22,7 +18,7 @@ from bifrost_async.webhook_openapi import admin_paths
 from bifrost_async.webhooks import WebhooksPlugin, verify
 
 from .apps import make_app
-from .helpers import build_stack
+from .helpers import build_stack, served_in_thread
 from .webhook_support import FAST, Reports
 
 TOKEN = "operator-token-0123456789"
@@ -249,22 +245,8 @@ def _admin_middleware() -> AsyncJobsMiddleware:
 @pytest.fixture(scope="module")
 def admin_url() -> Iterator[str]:
     """The management API on uvicorn in a thread of its own (schemathesis's client blocks)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(_admin_middleware(), log_level="warning", lifespan="on", timeout_keep_alive=300)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not started.wait(0.01):  # uvicorn has no ready callback; its flag flips once it listens
-        if server.started:
-            started.set()
-        elif not thread.is_alive():
-            raise RuntimeError("uvicorn exited before it started")
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    with served_in_thread(_admin_middleware()) as url:
+        yield url
 
 
 admin_schema = schemathesis.openapi.from_dict(
