@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -48,15 +50,26 @@ async def start_example() -> AsyncIterator[Start]:
             env={**os.environ, **(env or {})},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group: teardown reaches its children too
         )
         started.append(process)
         return Example(process)
 
     yield run
     for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
+
+
+async def reap(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process`` and whatever it started, then read its pipes to the end.
+
+    Draining matters: a pipe left open keeps the subprocess transport alive past the test's event
+    loop, and its ``__del__`` then fails a later, unrelated test with "Event loop is closed".
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    async with asyncio.timeout(30):  # bounds a broken run only
+        await process.communicate()
 
 
 def bound_url(line: str) -> str:
