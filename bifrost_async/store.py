@@ -231,3 +231,13 @@ def page_of(
     matching.sort(key=list_key, reverse=True)
     page = matching[:limit]
     return page, encode_cursor(page[-1]) if len(matching) > limit and page else None
+
+
+# What store plugins need beyond the protocol, importable from this one public module: the
+# forward-only status rule, the in-process waiter registry and its wait loop, and the outcome a
+# store gives a job whose worker's lease ran out.
+from .jobs import may_move as may_move  # noqa: E402
+from .results import WORKER_LOST_MESSAGE as WORKER_LOST_MESSAGE  # noqa: E402
+from .results import worker_lost as worker_lost  # noqa: E402
+from .waiters import Waiters as Waiters  # noqa: E402
+from .waiters import wait_for_job as wait_for_job  # noqa: E402
