@@ -107,6 +107,17 @@ def worker_app() -> Any:
     return build_app(values)
 
 
+def _store_is_shared(name: str) -> bool:
+    """Whether the store ``name`` was registered ``shared=True`` (an unknown name is left to the
+    middleware, which names the stores there are)."""
+    from .plugins import PluginError, make_plugin_manager, store_registry
+
+    try:
+        return store_registry(make_plugin_manager()).is_shared(name)
+    except PluginError:
+        return True
+
+
 def serve(values: Mapping[str, Any]) -> int:
     """Configure logging, build the proxy and run it on uvicorn until interrupted: in this
     process, or in ``workers`` processes sharing the listening socket."""
@@ -119,10 +130,10 @@ def serve(values: Mapping[str, Any]) -> int:
     workers = values["workers"]
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    if workers > 1 and values["store"] == "memory":
+    if workers > 1 and not _store_is_shared(values["store"]):
         raise ConfigError(
-            "--workers above 1 needs a store the processes share (e.g. --store redis): with the "
-            "memory store a job is visible only to the worker that took it"
+            f"--workers above 1 needs a store the processes share (e.g. --store redis): with the "
+            f"{values['store']} store a job is visible only to the worker that took it"
         )
     configure_logging(values["log_level"], values["log_format"])
     log = structlog.get_logger(__name__)

@@ -17,7 +17,7 @@ import pluggy
 
 from .jobs import Job
 from .provider import ProviderFactory
-from .store import StoreFactory
+from .store import RegisterStore
 
 PROJECT = "bifrost_async"
 
@@ -27,13 +27,19 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+def register_stores(register: RegisterStore) -> None:
     """Register job stores by name.
 
     Called once when a middleware builds its plugin registries. Call ``register(name, factory)``
     for each store; ``factory(context: StoreContext)`` returns an object that satisfies
     :class:`bifrost_async.store.JobStore`. Configuration chooses a store by ``name``
     (``store="memory"``). Two plugins registering the same name is an error naming both.
+
+    Pass ``shared=True`` (``register(name, factory, shared=True)``) when every process pointed at
+    the same place (file, server) sees the same jobs, bounds and wake-ups; only such a store may
+    run under ``serve --workers N`` with N above 1. The factory is called once while the
+    middleware is built, to check options (see :func:`bifrost_async.store.parse_store_options`),
+    so it must not do I/O: connect in ``start()``.
     """
 
 

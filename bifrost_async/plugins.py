@@ -54,6 +54,7 @@ class Registry(Generic[F]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, tuple[F, str]] = {}
+        self._shared: set[str] = set()
 
     def fill(self, pm: pluggy.PluginManager, hook_name: str) -> Registry[F]:
         hook = getattr(pm.hook, hook_name)
@@ -62,16 +63,24 @@ class Registry(Generic[F]):
             impl.function(**args)
         return self
 
-    def _registrar(self, plugin_name: str) -> Callable[[str, F], None]:
-        def register(name: str, factory: F) -> None:
+    def _registrar(self, plugin_name: str) -> Callable[..., None]:
+        def register(name: str, factory: F, *, shared: bool = False) -> None:
             if name in self._entries:
                 other = self._entries[name][1]
                 raise PluginError(
                     f"{self.kind} {name!r} is registered by both plugin {other!r} and plugin {plugin_name!r}"
                 )
             self._entries[name] = (factory, plugin_name)
+            if shared:
+                self._shared.add(name)
 
         return register
+
+    def is_shared(self, name: str) -> bool:
+        """Whether ``name`` was registered ``shared=True``: every process pointed at the same
+        place sees the same entries (for stores: jobs, bounds and wake-ups)."""
+        self.get(name)  # an unknown name is an error, not "not shared"
+        return name in self._shared
 
     def names(self) -> list[str]:
         return sorted(self._entries)

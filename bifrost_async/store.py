@@ -6,11 +6,15 @@ import base64
 import binascii
 import dataclasses
 import math
+import pathlib
 import re
+import typing
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .jobs import Job, JobStatus, is_job_id
+
+_T = TypeVar("_T")
 
 #: What ``repr`` writes for a finite float (``1764581558.123``, ``1e-05``, ``1.5e+16``).
 _FLOAT_REPR = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[+-][0-9]+)?")
@@ -172,6 +176,14 @@ class JobStore(Protocol):
 StoreFactory = Callable[[StoreContext], JobStore]
 
 
+class RegisterStore(Protocol):
+    """The ``register`` callable that the ``register_stores`` hook receives."""
+
+    def __call__(self, name: str, factory: StoreFactory, *, shared: bool = False) -> None:
+        """Register ``factory`` as the store ``name``; ``shared``: one set of jobs for every
+        process pointed at the same place (required for ``serve --workers`` above 1)."""
+
+
 def list_key(job: Job) -> tuple[float, str]:
     """The order of :meth:`JobStore.list_jobs` (sorted descending by this)."""
     return (job.created_at, job.id)
@@ -231,6 +243,70 @@ def page_of(
     matching.sort(key=list_key, reverse=True)
     page = matching[:limit]
     return page, encode_cursor(page[-1]) if len(matching) > limit and page else None
+
+
+def parse_store_options(schema: type[_T], options: Mapping[str, Any], *, store: str) -> _T:
+    """Build a store's option schema (a dataclass) from ``StoreContext.options``.
+
+    Values may arrive as strings (``--store-option busy_timeout=5``, the environment, TOML), so
+    each is converted to its field's type: ``int``, ``float``, ``bool`` (``true``/``false``,
+    ``1``/``0``, ``yes``/``no``, ``on``/``off``), ``str``, ``pathlib.Path``, or any of them
+    ``| None``. An unknown key, or a value that does not convert, raises :class:`ValueError`
+    naming the store and the option; then ``schema.validate()`` runs if it exists (range checks).
+    The middleware calls store factories once while it is built, so these errors stop a server
+    before it starts, in one line.
+    """
+    fields = {field.name: field for field in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown {store} store option(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(schema)
+    values = {name: _convert_option(store, name, raw, hints[name]) for name, raw in options.items()}
+    built = schema(**values)
+    validate = getattr(built, "validate", None)
+    if callable(validate):
+        validate()
+    return built
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _convert_option(store: str, name: str, raw: Any, hint: Any) -> Any:
+    kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)] or [hint]
+    optional = type(None) in typing.get_args(hint)
+    if raw is None or (optional and isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+        if optional:
+            return None
+        raise ValueError(f"{store} store option {name} must not be empty")
+    kind = kinds[0]
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f"{store} store option {name} must be true or false, got {raw!r}")
+    if kind in (int, float):
+        if isinstance(raw, bool):
+            raise ValueError(f"{store} store option {name} must be a number, got {raw!r}")
+        try:
+            number = kind(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{store} store option {name} must be a number, got {raw!r}") from None
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(f"{store} store option {name} must be a finite number, got {raw!r}")
+        return number
+    if kind is pathlib.Path:
+        if not isinstance(raw, str | pathlib.PurePath) or not str(raw):
+            raise ValueError(f"{store} store option {name} must be a path, got {raw!r}")
+        return pathlib.Path(raw)
+    if not isinstance(raw, str):
+        raise ValueError(f"{store} store option {name} must be a string, got {type(raw).__name__}")
+    return raw
 
 
 # What store plugins need beyond the protocol, importable from this one public module: the

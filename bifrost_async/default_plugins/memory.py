@@ -22,8 +22,8 @@ from bifrost_async.jobs import Job, JobStatus, may_move
 from bifrost_async.settings import parse_size
 from bifrost_async.store import (
     OwnerShareFull,
+    RegisterStore,
     StoreContext,
-    StoreFactory,
     StoreFull,
     page_of,
 )
@@ -258,7 +258,7 @@ def memory_store(context: StoreContext) -> MemoryStore:
 
 
 @hookimpl
-def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+def register_stores(register: RegisterStore) -> None:
     register("memory", memory_store)
 
 

@@ -8,13 +8,12 @@ every process pointed at the same Redis. It uses only the public plugin hooks an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 from bifrost_async import hookimpl
 from bifrost_async.plugins import notify
-from bifrost_async.store import StoreContext, StoreFactory
+from bifrost_async.store import RegisterStore, StoreContext
 
 from .options import RedisStoreOptions
 from .store import RedisJobStore
@@ -35,9 +34,9 @@ def redis_store(context: StoreContext) -> RedisJobStore:
 
 
 @hookimpl
-def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+def register_stores(register: RegisterStore) -> None:
     """Register the store ``redis`` (the ``register_stores`` hook)."""
-    register("redis", redis_store)
+    register("redis", redis_store, shared=True)
 
 
 @hookimpl

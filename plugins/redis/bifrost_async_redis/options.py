@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from bifrost_async.store import parse_store_options
+
 #: Environment variable read for the URL when no ``url`` option is given.
 URL_ENV = "BIFROST_ASYNC_REDIS_URL"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -44,21 +46,12 @@ class RedisStoreOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> RedisStoreOptions:
-        """Build from store options; ``url`` falls back to ``$BIFROST_ASYNC_REDIS_URL``."""
-        known = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ValueError(
-                f"unknown redis store option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        values: dict[str, Any] = {}
-        for name, raw in options.items():
-            values[name] = _convert(name, raw, known[name].type)
-        if "url" not in values and os.environ.get(URL_ENV):
-            values["url"] = os.environ[URL_ENV]
-        built = cls(**values)
-        built.validate()
-        return built
+        """Build from store options (typed and range-checked by the core's
+        :func:`~bifrost_async.store.parse_store_options`); ``url`` falls back to
+        ``$BIFROST_ASYNC_REDIS_URL``."""
+        if "url" not in options and os.environ.get(URL_ENV):
+            options = {**options, "url": os.environ[URL_ENV]}
+        return parse_store_options(cls, options, store="redis")
 
     def validate(self) -> None:
         """Raise :class:`ValueError` naming the first option out of range (a URL scheme other
@@ -84,18 +77,3 @@ class RedisStoreOptions:
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _convert(name: str, raw: Any, annotation: Any) -> Any:
-    """Turn a (possibly string) option value into the field's type."""
-    kind = str(annotation)
-    try:
-        if kind.startswith("int"):
-            return None if raw is None else int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"redis store option {name} must be a number, got {raw!r}") from None
-    if not isinstance(raw, str):
-        raise ValueError(f"redis store option {name} must be a string, got {type(raw).__name__}")
-    return raw
