@@ -21,7 +21,7 @@ from .routes import RouteSpec
 from .runner import JobRunner
 from .safelog import exception_fields
 from .service import JobService
-from .store import JobStore, StoreContext
+from .store import JobStore, StoreContext, StoreHost
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +116,9 @@ class AsyncJobsMiddleware:
             await runner.start()
             self.store, self.provider, self.runner = store, provider, runner
             self.service = JobService(config=cfg, pm=self.pm, store=store, runner=runner)
+            attach = getattr(store, "attach", None)
+            if callable(attach):  # a store that sweeps its own orphans (StoreHost)
+                attach(StoreHost(holds=runner.owns, fail_orphan=self.service.fail_orphan))
             await call_lifecycle(self.pm, "async_jobs_startup", isolate=False, middleware=self)
             log.info(
                 "async_jobs.started",

@@ -28,7 +28,7 @@ from .prefer import replay_headers
 from .results import worker_lost
 from .routes import RouteSpec
 from .runner import JobRunner, WorkItem
-from .store import JobStore, StoreError
+from .store import JobStore, StoreError, fail_orphan
 from .validation import validate_body
 
 log = structlog.get_logger(__name__)
@@ -245,13 +245,20 @@ class JobService:
     async def _fail_orphan(self, job: Job) -> Job:
         """Fail a job whose worker stopped renewing its lease; another poller may win the race,
         in which case the stored (terminal) job is returned."""
-        expect = job.status
-        failed = worker_lost(job, self.config.clock())
         try:
-            if await self.store.update(failed, expect=(expect,)):
-                log.warning("job.orphan_failed", job_id=job.id, worker=job.worker)
-                notify(self.pm, "job_finished", job=failed)
-                return failed
-            return await self.store.get(job.id) or failed
+            failed = await self.fail_orphan(job, by="poll")
+            return failed or await self.store.get(job.id) or worker_lost(job, self.config.clock())
         except StoreError:
             raise self.unavailable() from None
+
+    async def fail_orphan(self, job: Job, *, by: str = "sweep") -> Job | None:
+        """End ``job``, whose worker stopped renewing its lease, as ``worker_lost``; returns the
+        ended job if this call ended it (the store's compare-and-set lets one caller win; then the
+        ``job_finished`` observers are told), else ``None``. ``StoreHost.fail_orphan`` for
+        sweeping stores; raises :class:`~bifrost_async.store.StoreError` when the store fails."""
+        failed = await fail_orphan(self.store, job, self.config.clock())
+        if failed is None:
+            return None
+        log.warning("job.orphan_failed", job_id=job.id, worker=job.worker, by=by)
+        notify(self.pm, "job_finished", job=failed)
+        return failed

@@ -9,7 +9,7 @@ import math
 import pathlib
 import re
 import typing
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .jobs import Job, JobStatus, is_job_id
@@ -174,6 +174,47 @@ class JobStore(Protocol):
 
 
 StoreFactory = Callable[[StoreContext], JobStore]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreHost:
+    """What a started middleware hands a store that has an ``attach(host)`` method: the public
+    seam for stores that sweep orphaned jobs themselves (a job whose worker died stays
+    ``processing`` until a poll sees its lease has run out; a sweep ends it without a poll).
+
+    A sweeping store, every ``N`` seconds, reads the unfinished jobs whose ``lease_expires_at`` is
+    past by its clock, skips those for which ``holds(job_id)`` is true (this process runs them: a
+    missed lease renewal does not make them orphans), and calls ``await fail_orphan(job)`` for the
+    rest. ``fail_orphan`` ends the job as a poll would (status 500, code ``worker_lost``, via the
+    store's own compare-and-set :meth:`JobStore.update`, so of several sweeping processes exactly
+    one ends each job), tells the ``job_finished`` observers exactly once, and returns the ended
+    job if this call ended it (``None`` if another process or a poll did first). It raises
+    :class:`StoreUnavailable` when the store is down.
+
+    ``attach`` is called once, after the store started and before the first request; a store
+    without the method is simply not told (its orphans end on their next poll).
+    """
+
+    holds: Callable[[str], bool]
+    fail_orphan: Callable[[Job], Awaitable[Job | None]]
+
+    @classmethod
+    def unattached(cls, store: JobStore, clock: Callable[[], float]) -> StoreHost:
+        """A host for a store no middleware attached (a sweep run by a test or an operator's
+        script): holds nothing, ends orphans with :func:`fail_orphan` and tells nobody."""
+
+        async def fail(job: Job) -> Job | None:
+            return await fail_orphan(store, job, clock())
+
+        return cls(holds=lambda job_id: False, fail_orphan=fail)
+
+
+async def fail_orphan(store: JobStore, job: Job, now: float) -> Job | None:
+    """End ``job`` (unfinished, its lease run out at ``now``) as ``worker_lost`` with the
+    store's compare-and-set; the ended job if this call ended it, ``None`` if somebody else did
+    (or it moved on). Tells no observer: the middleware's ``StoreHost.fail_orphan`` does that."""
+    failed = worker_lost(job, now)
+    return failed if await store.update(failed, expect=(job.status,)) else None
 
 
 class RegisterStore(Protocol):

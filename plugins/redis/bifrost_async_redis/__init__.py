@@ -12,7 +12,6 @@ from typing import Any
 
 import structlog
 from bifrost_async import hookimpl
-from bifrost_async.plugins import notify
 from bifrost_async.store import RegisterStore, StoreContext
 
 from .options import RedisStoreOptions
@@ -41,13 +40,10 @@ def register_stores(register: RegisterStore) -> None:
 
 @hookimpl
 def async_jobs_startup(middleware: Any) -> None:
-    """Connect a started Redis store's sweep to this middleware: a job the sweep fails reaches the
-    ``job_finished`` observers (webhooks, metrics) like one failed on poll, and a job this
-    process still holds is never swept, even if a Redis outage made it miss a lease renewal.
-
-    Also warns (``redis_store.owner_secret_missing``, at every start) when the middleware has no
-    ``owner_secret``: a shared store is readable by more people than one process's memory."""
-    store, runner = getattr(middleware, "store", None), getattr(middleware, "runner", None)
+    """Warn (``redis_store.owner_secret_missing``, at every start) when the middleware has no
+    ``owner_secret``: a shared store is readable by more people than one process's memory. (The
+    sweep reaches the middleware through the public ``RedisJobStore.attach``, not through here.)"""
+    store = getattr(middleware, "store", None)
     if isinstance(store, RedisJobStore) and not getattr(
         getattr(middleware, "config", None), "owner_secret", None
     ):
@@ -58,10 +54,6 @@ def async_jobs_startup(middleware: Any) -> None:
             risk="owner digests in Redis are unkeyed SHA-256; a reader of Redis can test guessed credentials",
             fix="set owner_secret (BIFROST_ASYNC_OWNER_SECRET), the same on every process",
         )
-    if isinstance(store, RedisJobStore) and runner is not None:
-        pm = middleware.pm
-        store.on_orphan_failed = lambda job: notify(pm, "job_finished", job=job)
-        store.holds = runner.owns
 
 
 __all__ = ["RedisJobStore", "RedisStoreOptions", "redis_store"]

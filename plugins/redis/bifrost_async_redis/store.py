@@ -19,8 +19,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 import structlog
 from bifrost_async.jobs import Job, JobStatus, may_move
-from bifrost_async.store import OwnerShareFull, StoreFull, StoreUnavailable
-from bifrost_async.waiters import Waiters, wait_for_job
+from bifrost_async.store import OwnerShareFull, StoreFull, StoreHost, StoreUnavailable, Waiters, wait_for_job
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -68,10 +67,14 @@ class RedisJobStore(RedisWebhookRecords):
         self.waiters = Waiters()
         #: Set once the job-ended subscription is active (tests wait on it).
         self.subscribed = asyncio.Event()
-        #: Set by the plugin's ``async_jobs_startup`` hook: observers to tell about a job the sweep
-        #: failed, and whether this process still holds a job (then it is alive, whatever Redis says).
-        self.on_orphan_failed: Callable[[Job], None] = lambda job: None
-        self.holds: Callable[[str], bool] = lambda job_id: False
+        #: The middleware's side of the sweep (:meth:`attach`): whether this process still holds a
+        #: job (then it is alive, whatever Redis says), and how to end an orphan so that the
+        #: ``job_finished`` observers hear of it.
+        self.host = StoreHost.unattached(self, clock)
+
+    def attach(self, host: StoreHost) -> None:
+        """Called by a started middleware (:class:`bifrost_async.store.StoreHost`)."""
+        self.host = host
 
     # -- keys ----------------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from bifrost_async.results import worker_lost
 from bifrost_async.store import StoreError
 
 from . import scripts
@@ -51,12 +50,9 @@ async def sweep_once(store: RedisJobStore) -> list[str]:
             with store.guard():
                 await store.redis.zrem(store.leases_key, job_id)
             continue
-        if job.lease_expires_at is None or job.lease_expires_at >= now or store.holds(job_id):
+        if job.lease_expires_at is None or job.lease_expires_at >= now or store.host.holds(job_id):
             continue  # renewed since the range was read, or running here (a renewal was missed)
-        orphan = worker_lost(job, now)
-        if await store.update(orphan, expect=(job.status,)):
-            log.warning("job.orphan_failed", job_id=job_id, worker=job.worker, by="sweep")
-            store.on_orphan_failed(orphan)
+        if await store.host.fail_orphan(job):
             failed.append(job_id)
     return failed
 

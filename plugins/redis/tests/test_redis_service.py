@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 import structlog.testing
 from bifrost_async import AsyncJobsMiddleware, Job, JobStatus, hookimpl
-from bifrost_async.store import StoreContext
+from bifrost_async.store import StoreContext, StoreHost
 from bifrost_async.testing import FakeClock, make_job, processing
 from redis_server import RedisServer
 from starlette.applications import Starlette
@@ -166,9 +166,10 @@ async def test_sweep_never_fails_a_job_this_process_holds(redis_url: str) -> Non
         job = processing(make_job(clock), clock)
         await store.create(job)
         clock.advance(60)  # its lease ran out: say Redis was down while the renewal was due
-        store.holds = {job.id}.__contains__
+        unattached = StoreHost.unattached(store, clock)
+        store.attach(StoreHost(holds={job.id}.__contains__, fail_orphan=unattached.fail_orphan))
         assert await sweep_once(store) == []
-        store.holds = lambda job_id: False
+        store.attach(unattached)
         assert await sweep_once(store) == [job.id]
     finally:
         await store.close()
