@@ -137,7 +137,7 @@ class MemoryStore(MemoryWebhookRecords):
 
     def _refusal(self, job: Job) -> str | None:
         """Why storing ``job`` now would pass a bound, or ``None``."""
-        if len(self._jobs) >= self.max_jobs:
+        if self.max_jobs and len(self._jobs) >= self.max_jobs:  # 0: no bound
             return f"the job store holds its maximum of {self.max_jobs} jobs"
         if self.max_bytes and self._jobs.currsize + _job_size(job) > self.max_bytes:
             return f"the job store holds its maximum of {self.max_bytes} bytes of jobs"

@@ -1,0 +1,65 @@
+"""The store kit catches what it promises to: a store whose instances share jobs but wake only
+their own waiters fails the two-instance wake-up rules, and a store that is not shared at all fails
+the visibility rule, each with a message naming the rule."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bifrost_async.store import StoreContext
+from bifrost_async.testing import FakeClock, SharedStoreContract
+
+from .proxy_support import load_example
+
+custom_store = load_example("custom_store_plugin")
+
+
+class _Kit(SharedStoreContract):
+    wake_deadline = 0.5  # the mutant below never wakes: the deadline only bounds the failure
+
+
+@pytest.fixture
+async def half_shared(clock: FakeClock) -> AsyncIterator[tuple[object, object]]:
+    """Two example dict stores sharing their jobs, claims and lock (as two processes on one
+    database would), but each with its own waiters: no notification crosses between them."""
+    context = StoreContext(clock=clock, max_jobs=20, options={})
+    one, two = custom_store.dict_store(context), custom_store.dict_store(context)
+    two.jobs, two.claims, two.lock = one.jobs, one.claims, one.lock
+    yield one, two
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        SharedStoreContract.test_wait_on_one_is_woken_by_a_terminal_update_on_the_other,
+        SharedStoreContract.test_delete_on_one_wakes_and_is_seen_by_the_other,
+    ],
+)
+async def test_a_store_that_wakes_only_its_own_waiters_fails_the_kit(
+    test: object, half_shared: tuple[object, object], clock: FakeClock
+) -> None:
+    one, two = half_shared
+    with pytest.raises(pytest.fail.Exception, match="rule: wake-ups: wait did not return"):
+        await test(_Kit(), one, two, clock)  # type: ignore[operator]
+
+
+async def test_the_same_store_passes_where_it_does_not_need_notifications(
+    half_shared: tuple[object, object], clock: FakeClock
+) -> None:
+    one, two = half_shared
+    await _Kit().test_writes_on_one_are_seen_on_the_other(one, two, clock)  # type: ignore[arg-type]
+    await _Kit().test_racing_claims_from_both_only_one_wins(one, two, clock)  # type: ignore[arg-type]
+
+
+async def test_a_store_that_is_not_shared_fails_the_kit(clock: FakeClock) -> None:
+    context = StoreContext(clock=clock, max_jobs=20, options={})
+    one, two = custom_store.dict_store(context), custom_store.dict_store(context)
+    with pytest.raises(AssertionError, match="rule: shared: a create on A is seen by get on B"):
+        await _Kit().test_writes_on_one_are_seen_on_the_other(one, two, clock)
