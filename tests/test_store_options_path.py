@@ -85,7 +85,9 @@ def test_lease_seconds_from_flag_env_and_toml_reaches_the_middleware(tmp_path: P
 
 @pytest.mark.parametrize("value", ["0", "-3", "nan", "soon"])
 def test_a_bad_lease_is_refused_in_one_line(value: str) -> None:
-    assert_refused(run_cli("serve", "--upstream", NOWHERE, "--lease-seconds", value), "--lease-seconds")
+    assert_refused(
+        run_cli("serve", "--upstream", NOWHERE, "--lease-seconds", value), "--lease-seconds", repr(value)
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,3 +108,13 @@ async def test_a_shared_store_without_owner_secret_is_warned_about_once(
         assert warnings[0]["log_level"] == "warning" and warnings[0]["store"] == "file"
         assert "BIFROST_ASYNC_OWNER_SECRET" in warnings[0]["fix"]
     assert secret is None or not any(secret in str(entry) for entry in logs)  # never logged
+
+
+def test_the_stores_verb_lists_each_store_whether_it_is_shared_and_its_options() -> None:
+    result = run_cli("stores")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    lines = result.stdout.splitlines()
+    assert "memory: one process only (plugin bifrost_async.default_plugins.memory)" in lines
+    assert "max_bytes" in result.stdout  # from the memory factory's docstring
+    if "redis: shared by every process (plugin redis)" in lines:  # with plugins/redis installed
+        assert "``sweep_interval``" in result.stdout
