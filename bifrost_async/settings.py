@@ -139,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("fd", int, None, "serve on this inherited, already bound socket instead of --host/--port "
            "(socket activation)", _SERVER, "server", "FD"),
     Option("workers", int, 1, "server processes sharing the port; above 1 needs a shared store "
-           "(--store redis)", _SERVER, "server", "N"),
+           "(--store redis; bifrost-async stores lists them)", _SERVER, "server", "N"),
     Option("trusted_proxies", _proxy_list, None, "comma-separated addresses/CIDR networks of proxies "
            "in front whose X-Forwarded-For is appended to; from any other peer it is replaced by the "
            "peer's address",

@@ -695,7 +695,9 @@ class SharedStoreContract(StoreContract):
         through the other (get, list_jobs, find_idempotency_key), both ways."""
         rule = "rule: shared: "
         job = make_job(clock, owner="me", idempotency_claim="claim-x")
-        assert await store.claim_idempotency_key("claim-x", "fp", job.id, 30) == (None, True)
+        assert await store.claim_idempotency_key("claim-x", "fp", job.id, 30) == (None, True), (
+            "rule: a free claim is granted"
+        )
         await store.create(job)
         assert await other_store.get(job.id) == job, rule + "a create on A is seen by get on B"
         assert await other_store.find_idempotency_key("claim-x") == (job.id, "fp"), (
@@ -720,7 +722,7 @@ class SharedStoreContract(StoreContract):
         job = make_job(clock)
         await store.create(job)
         running = processing(job, clock)
-        assert await store.update(running, expect=(JobStatus.PENDING,))
+        assert await store.update(running, expect=(JobStatus.PENDING,)), "rule: pending -> processing"
         contenders = [finished(running, clock, result={"n": n}) for n in range(8)]
         wins = await asyncio.gather(
             *(
@@ -744,13 +746,13 @@ class SharedStoreContract(StoreContract):
         await store.create(job)
         running = processing(job, clock)
         waiter = asyncio.create_task(other_store.wait(job.id, 60))
-        assert await store.update(running, expect=(JobStatus.PENDING,))
+        assert await store.update(running, expect=(JobStatus.PENDING,)), "rule: pending -> processing"
         running.lease_expires_at = clock() + 99
-        assert await store.update(running, expect=(JobStatus.PROCESSING,))
+        assert await store.update(running, expect=(JobStatus.PROCESSING,)), "rule: a lease renewal lands"
         await _let_park(other_store, job.id)
         assert not waiter.done(), "rule: wait returns only when the job is terminal or deleted"
         done = finished(running, clock, result={"text": "x"})
-        assert await store.update(done, expect=(JobStatus.PROCESSING,))
+        assert await store.update(done, expect=(JobStatus.PROCESSING,)), "rule: processing -> completed"
         assert await _within(waiter, self.wake_deadline, "a terminal update on the other instance") == done, (
             "rule: wake-ups cross processes: B's wait returns A's terminal job"
         )

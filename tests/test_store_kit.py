@@ -4,6 +4,7 @@ the visibility rule, each with a message naming the rule."""
 
 from __future__ import annotations
 
+import ast
 from collections.abc import AsyncIterator
 
 import pytest
@@ -79,3 +80,16 @@ def test_every_contract_test_states_its_rule_and_every_setting_is_documented() -
         assert f"| `{name}" in guide, f"kit setting {name} is missing from the table in docs/STORES.md"
     for public in ("encode_cursor", "decode_cursor", "encode_position", "page_of", "parse_store_options"):
         assert f"`{public}" in guide, public
+
+
+def test_every_assertion_of_the_kit_names_its_rule() -> None:
+    """A failure must say which rule broke: every assert in a kit test carries a message."""
+    tree = ast.parse((ROOT / "bifrost_async" / "testing.py").read_text())
+    bare = [
+        f"{node.name}:{sub.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AsyncFunctionDef) and node.name.startswith("test_")
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Assert) and sub.msg is None
+    ]
+    assert bare == [], f"asserts without a rule message: {bare}"
