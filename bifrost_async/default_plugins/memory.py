@@ -112,7 +112,7 @@ class MemoryStore(MemoryWebhookRecords):
         if self.max_owner_jobs and self._owner_count(job.owner) >= self.max_owner_jobs:
             raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} live jobs")
         self._jobs[job.id] = _copy(job)  # cachetools drops expired jobs here anyway
-        if len(self._owned) > self.max_jobs:  # more owners than live jobs: some are gone
+        if len(self._owned) > (self.max_jobs or len(self._jobs)):  # more owners than jobs: some are gone
             for owner in list(self._owned):
                 self._owner_count(owner, exact=True)
         self._owned.setdefault(job.owner, set()).add(job.id)
@@ -163,7 +163,7 @@ class MemoryStore(MemoryWebhookRecords):
         self, claim: str, fingerprint: str, job_id: str, ttl: float
     ) -> tuple[str | None, bool]:
         now = self._clock()
-        if len(self._claims) > self.max_jobs:
+        if len(self._claims) > (self.max_jobs or len(self._jobs)):  # 0: no bound
             self._prune_claims(now)
         held = self._claims.get(claim)
         if held is not None and held[0] == job_id:
