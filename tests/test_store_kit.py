@@ -5,16 +5,34 @@ the visibility rule, each with a message naming the rule."""
 from __future__ import annotations
 
 import ast
+import importlib.util
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from bifrost_async.store import StoreContext
 from bifrost_async.testing import FakeClock, SharedStoreContract, StoreContract
 
-from .proxy_support import ROOT, load_example
+#: The repository (found from here, so this module works wherever the tests directory puts it).
+ROOT = next(
+    p for p in Path(__file__).resolve().parents if (p / "examples" / "custom_store_plugin.py").exists()
+)
 
-custom_store = load_example("custom_store_plugin")
+
+def _example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` under a name of this module's own."""
+    spec = importlib.util.spec_from_file_location(f"store_kit_{name}", ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+custom_store = _example("custom_store_plugin")
 
 
 class _Kit(SharedStoreContract):
