@@ -785,6 +785,37 @@ class SharedStoreContract(StoreContract):
         assert await other_store.list_jobs("me", "transcription") == ([], None), rule + "it is not listed"
 
     @pytest.mark.asyncio
+    async def test_expiry_and_released_claims_are_seen_on_the_other(
+        self, store: JobStore, other_store: JobStore, clock: FakeClock
+    ) -> None:
+        """Rule: shared: a job finished on A expires on B at its ``expires_at`` (one clock), and a
+        claim released on A (its submit refused) is free on B at once."""
+        job = make_job(clock, owner="me", ttl=5)
+        await store.create(job)
+        running = processing(job, clock)
+        assert await store.update(running, expect=(JobStatus.PENDING,)), "rule: pending -> processing"
+        done = finished(running, clock, result=1)
+        assert await store.update(done, expect=(JobStatus.PROCESSING,)), "rule: processing -> completed"
+        assert await other_store.get(job.id) == done, "rule: shared: A's outcome is read on B"
+        clock.advance(6)
+        assert await other_store.get(job.id) is None, "rule: shared: a job expired by the clock is gone on B"
+        assert await other_store.list_jobs("me", "transcription") == ([], None), (
+            "rule: shared: an expired job is not listed on B"
+        )
+        refused = new_job_id()
+        assert await store.claim_idempotency_key("claim-f", "fp", refused, 30) == (None, True), (
+            "rule: a free claim is granted"
+        )
+        assert await other_store.claim_idempotency_key("claim-f", "fp", new_job_id(), 30) == (
+            refused,
+            True,
+        ), "rule: shared: a claim held on A answers its job id on B"
+        await store.release_idempotency_key("claim-f", refused)
+        assert await other_store.claim_idempotency_key("claim-f", "fp", new_job_id(), 30) == (None, True), (
+            "rule: shared: a claim released on A is free on B"
+        )
+
+    @pytest.mark.asyncio
     async def test_bound_holds_across_both(
         self, store: JobStore, other_store: JobStore, clock: FakeClock
     ) -> None:
