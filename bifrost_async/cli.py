@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import socket
@@ -72,7 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{option.help} [{default}env: {option.env}]",
         )
     add_submit_parser(commands)
+    commands.add_parser(
+        "stores",
+        help="list the job stores installed plugins register, whether processes share each, and its options",
+        description="List every registered job store (--store NAME): whether every process pointed at "
+        "the same place shares it (needed for serve --workers above 1), the plugin that registers it, "
+        "and its factory's description, which names its options (--store-option KEY=VALUE).",
+    )
     return parser
+
+
+def run_stores() -> int:
+    """``bifrost-async stores``: each registered store, whether it is shared, its plugin, and its
+    factory's docstring (where a store says which options it takes)."""
+    from .plugins import PluginError, make_plugin_manager, store_registry
+
+    try:
+        stores = store_registry(make_plugin_manager())
+    except PluginError as exc:  # two plugins registering one name, say
+        print(f"bifrost-async: error: {exc}", file=sys.stderr)
+        return 1
+    for name in stores.names():
+        shared = "shared by every process" if stores.is_shared(name) else "one process only"
+        print(f"{name}: {shared} (plugin {stores.plugin(name)})")
+        print(textwrap.indent(inspect.getdoc(stores.get(name)) or "(no description)", "    "))
+    return 0
 
 
 #: How ``serve --workers N`` hands its resolved options to the worker processes (JSON).
@@ -132,8 +157,9 @@ def serve(values: Mapping[str, Any]) -> int:
         raise ConfigError("--workers must be at least 1")
     if workers > 1 and not _store_is_shared(values["store"]):
         raise ConfigError(
-            f"--workers above 1 needs a store the processes share (e.g. --store redis): with the "
-            f"{values['store']} store a job is visible only to the worker that took it"
+            f"--workers above 1 needs a store the processes share (e.g. --store redis; bifrost-async "
+            f"stores lists them): with the {values['store']} store a job is visible only to the worker "
+            f"that took it"
         )
     configure_logging(values["log_level"], values["log_format"])
     log = structlog.get_logger(__name__)
@@ -268,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "submit":
         return run_submit(args)
+    if args.command == "stores":
+        return run_stores()
     if args.command != "serve":
         parser.print_help()
         return 2

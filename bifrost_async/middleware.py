@@ -58,7 +58,9 @@ class AsyncJobsMiddleware:
         self.routes = self.config.routes()
         self.header_async = HeaderAsync(self.routes, self.config.header_async_routes)
         try:
-            self._store_factory = store_registry(self.pm).get(self.config.store)
+            stores = store_registry(self.pm)
+            self._store_factory = stores.get(self.config.store)
+            self._store_shared = stores.is_shared(self.config.store)
         except PluginError as exc:
             raise OptionError("store", str(exc)) from None
         try:
@@ -120,6 +122,16 @@ class AsyncJobsMiddleware:
             if callable(attach):  # a store that sweeps its own orphans (StoreHost)
                 attach(StoreHost(holds=runner.owns, fail_orphan=self.service.fail_orphan))
             await call_lifecycle(self.pm, "async_jobs_startup", isolate=False, middleware=self)
+            if self._store_shared and not cfg.owner_secret:
+                # Unkeyed owner digests in a store others can read let them test guessed
+                # credentials offline; warned, not refused, so a first try still works.
+                log.warning(
+                    "async_jobs.owner_secret_missing",
+                    store=cfg.store,
+                    risk="owner digests in a shared store are unkeyed SHA-256; its readers can test "
+                    "guessed credentials",
+                    fix="set owner_secret (BIFROST_ASYNC_OWNER_SECRET), the same on every process",
+                )
             log.info(
                 "async_jobs.started",
                 store=cfg.store,

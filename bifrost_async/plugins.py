@@ -85,6 +85,11 @@ class Registry(Generic[F]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def plugin(self, name: str) -> str:
+        """The name of the plugin that registered ``name`` (an entry point's name, or a module's)."""
+        self.get(name)
+        return self._entries[name][1]
+
     def get(self, name: str) -> F:
         try:
             return self._entries[name][0]

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import math
 import re
+import shlex
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -138,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("fd", int, None, "serve on this inherited, already bound socket instead of --host/--port "
            "(socket activation)", _SERVER, "server", "FD"),
     Option("workers", int, 1, "server processes sharing the port; above 1 needs a shared store "
-           "(--store redis)", _SERVER, "server", "N"),
+           "(--store redis; bifrost-async stores lists them)", _SERVER, "server", "N"),
     Option("trusted_proxies", _proxy_list, None, "comma-separated addresses/CIDR networks of proxies "
            "in front whose X-Forwarded-For is appended to; from any other peer it is replaced by the "
            "peer's address",
@@ -147,7 +148,8 @@ OPTIONS: tuple[Option, ...] = (
            "idle timeout of the load balancer or client pool in front", _SERVER, "server", "S"),
     Option("store", str, "memory", "job store by name (plugins add more, e.g. redis)", _JOBS, "middleware",
            "NAME"),
-    Option("store_option", str, None, "store option KEY=VALUE, repeatable (env: space-separated)",
+    Option("store_option", str, None, "store option KEY=VALUE, repeatable (env: space-separated, "
+           "shell-quoted: path='/srv/my jobs.db')",
            _JOBS, "middleware", "KEY=VALUE"),
     Option("concurrency", int, 4, "jobs run at once", _JOBS, "middleware", "N"),
     Option("queue_size", int, 1000, "jobs waiting for a worker before submits get 429", _JOBS, "middleware",
@@ -169,6 +171,9 @@ OPTIONS: tuple[Option, ...] = (
            "process [default: half of --queue-size; 0: off]", _JOBS, "middleware", "N"),
     Option("max_failed_ttl", parse_seconds, 3600, "longest a failed job is kept, whatever TTL its caller "
            "asked for", _JOBS, "middleware", "S"),
+    Option("lease_seconds", float, 30.0, "seconds a running job's lease lasts; its worker renews it every "
+           "third of this, and a job whose lease ran out (its worker died) fails as worker lost",
+           _JOBS, "middleware", "S"),
     Option("shutdown_grace", float, 30.0, "seconds running jobs get at shutdown", _JOBS, "middleware", "S"),
     Option("max_wait_seconds", float, 30.0, "longest long-poll (?wait=N, Prefer: wait=N); 0 turns it off",
            _JOBS, "middleware", "S"),
@@ -213,6 +218,7 @@ BOUNDS: dict[str, Range] = {
     "max_result_bytes": AT_LEAST_ONE,
     "default_ttl": AT_LEAST_ONE,
     "max_ttl": AT_LEAST_ONE,
+    "lease_seconds": POSITIVE,
     "shutdown_grace": NOT_NEGATIVE,
     "max_wait_seconds": NOT_NEGATIVE,
 }
@@ -248,7 +254,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
         if raw is None or raw == "":
             continue
         if option.name == "store_option":
-            store_options.update(_pairs(raw.split(), option.env))
+            store_options.update(_pairs(split_store_options(raw, option.env), option.env))
         else:
             values[option.name] = _convert(option, raw, option.env)
     for option in OPTIONS:
@@ -291,6 +297,15 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
         if not bounds.allows(value):
             raise ConfigError(f"{source}: {raw!r} is out of range (allowed: {bounds})")
     return value
+
+
+def split_store_options(raw: str, source: str) -> list[str]:
+    """The ``KEY=VALUE`` entries of ``BIFROST_ASYNC_STORE_OPTION``: separated by spaces, with
+    shell quoting for a value that holds one (``path='/srv/my jobs.db' busy_timeout=5``)."""
+    try:
+        return shlex.split(raw)
+    except ValueError as exc:  # an unclosed quote: name the variable, never echo the value
+        raise ConfigError(f"{source}: cannot split into KEY=VALUE entries ({exc})") from None
 
 
 def _pairs(items: Sequence[str], source: str) -> dict[str, str]:

@@ -39,13 +39,17 @@ class OwnerShareFull(StoreError):
 
 @dataclasses.dataclass(frozen=True)
 class StoreContext:
-    """What a store factory receives: the clock to judge expiry by, the bound on stored jobs,
-    the store's own options (``AsyncJobsConfig.store_options``) and the per-owner share of the
-    bound (live jobs one owner may hold; 0: no share)."""
+    """What a store factory receives (docs/STORES.md). The factory is called once while the
+    middleware is built, to check the options, and again at startup: it must do no I/O."""
 
+    #: The clock to judge expiry by (``expires_at``, claim lapses); never compare with wall time.
     clock: Callable[[], float]
+    #: The bound on live jobs: ``create`` raises :class:`StoreFull` beyond it; 0 means no bound.
     max_jobs: int
+    #: The store's own options (``AsyncJobsConfig.store_options``, ``--store-option``, env, TOML):
+    #: often strings; parse them with :func:`parse_store_options`.
     options: Mapping[str, Any]
+    #: Live jobs one owner may hold (:class:`OwnerShareFull` beyond it); 0: no share.
     max_owner_jobs: int = 0
 
 
@@ -55,7 +59,8 @@ class JobStore(Protocol):
 
     A store never sees a credential or a request body: a :class:`~bifrost_async.jobs.Job` holds
     neither. All methods may raise :class:`StoreUnavailable`; ``create`` may raise
-    :class:`StoreFull`. ``bifrost_async.testing.StoreContract`` checks these rules.
+    :class:`StoreFull`. ``bifrost_async.testing.StoreContract`` checks these rules
+    (``SharedStoreContract`` for a store registered ``shared=True``); docs/STORES.md explains them.
 
     **Every write is idempotent**: repeating a write whose reply was lost (a network store's
     client retries a command when the connection drops after the command was sent) reports the
@@ -74,13 +79,15 @@ class JobStore(Protocol):
         """Release connections; called once at shutdown."""
 
     async def create(self, job: Job) -> None:
-        """Store a new job. Its id is fresh; a store may refuse (``ValueError``) an id it already
-        holds with another record, but storing the very same record again succeeds (idempotent).
+        """Store a new job. Its id is fresh: an id the store already holds with another record
+        raises ``ValueError`` and changes nothing, while storing the very same record again
+        succeeds (idempotent).
 
-        Raises :class:`StoreFull` at the bound and :class:`OwnerShareFull` when ``job.owner``
-        (``""``, anonymous callers, is one owner too) already holds ``max_owner_jobs`` live jobs
-        (when that is above 0). Both checks are atomic with the write, across every process
-        sharing the store: racing creates never pass either bound.
+        Raises :class:`StoreFull` at the bound (``max_jobs`` live jobs; 0: no bound) and
+        :class:`OwnerShareFull` when ``job.owner`` (``""``, anonymous callers, is one owner too)
+        already holds ``max_owner_jobs`` live jobs (when that is above 0). Both checks are atomic
+        with the write, across every process sharing the store: racing creates never pass either
+        bound.
         """
 
     async def owner_jobs(self, owner: str) -> int:

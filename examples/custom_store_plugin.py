@@ -1,19 +1,30 @@
 """A third-party store plugin in one file: a dict-backed store named ``"dict"``.
 
+docs/STORES.md walks through this file step by step. In short:
+
+1. **Options**: a frozen dataclass, parsed from ``StoreContext.options`` (strings from
+   ``--store-option``, the environment or TOML) by :func:`bifrost_async.store.parse_store_options`,
+   which types the values and refuses unknown keys; ``validate()`` range-checks them.
+2. **The store**: a class with the :class:`bifrost_async.store.JobStore` methods. This one keeps
+   jobs in one process's memory, so it is *not* shared: ``serve --workers 2`` refuses it.
+3. **The factory**: ``dict_store(context)`` parses options and builds the store, with no I/O (the
+   middleware calls it once while it is built, to check the options before a server starts).
+4. **Registration**: the ``register_stores`` hook, ``register("dict", dict_store)`` (a store that
+   every process shares passes ``shared=True``).
+5. **The kit**: ``tests/test_examples.py`` runs the store contract on it::
+
+       class TestDictStore(StoreContract):
+           @pytest.fixture
+           def store_factory(self):
+               return dict_store
+
 A real plugin ships as a distribution ``bifrost-async-<name>`` whose pyproject declares::
 
     [project.entry-points.bifrost_async]
     dict = "bifrost_async_dict"
 
-and is then found automatically; here the module is passed as ``plugins=[...]``. Its tests run
-the store contract (see ``tests/test_examples.py``)::
-
-    class TestDictStore(StoreContract):
-        @pytest.fixture
-        def store_factory(self):
-            return dict_store
-
-Run the wrapped example app with it::
+and is then found automatically; here the module is passed as ``plugins=[...]``. Run the wrapped
+example app with it::
 
     python examples/custom_store_plugin.py
 """
@@ -21,21 +32,38 @@ Run the wrapped example app with it::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 from bifrost_async import Job, JobStatus, OwnerShareFull, StoreContext, StoreFull, hookimpl
-from bifrost_async.jobs import may_move
-from bifrost_async.store import StoreFactory, page_of
-from bifrost_async.waiters import Waiters, wait_for_job
+from bifrost_async.store import RegisterStore, Waiters, may_move, page_of, parse_store_options, wait_for_job
+
+# -- 1. options ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DictStoreOptions:
+    """Every option of the ``dict`` store (``--store-option max_jobs=500``), with its default."""
+
+    #: Live jobs the store keeps; ``None``: the middleware's ``max_jobs``; 0: no bound.
+    max_jobs: int | None = None
+
+    def validate(self) -> None:
+        """Called by ``parse_store_options``: a ``ValueError`` naming the option stops startup."""
+        if self.max_jobs is not None and self.max_jobs < 0:
+            raise ValueError("dict store option max_jobs must not be negative")
+
+
+# -- 2. the store --------------------------------------------------------------------------------
 
 
 class DictStore:
     """Jobs in a plain dict, guarded by a lock so that ``update`` is one atomic step."""
 
-    def __init__(self, context: StoreContext) -> None:
+    def __init__(self, context: StoreContext, options: DictStoreOptions) -> None:
         self.clock = context.clock
-        self.max_jobs = context.max_jobs
+        self.max_jobs = context.max_jobs if options.max_jobs is None else options.max_jobs  # 0: no bound
         self.max_owner_jobs = context.max_owner_jobs  # live jobs one owner may hold (0: no share)
         self.jobs: dict[str, Job] = {}
         self.lock = asyncio.Lock()
@@ -57,11 +85,14 @@ class DictStore:
 
     async def create(self, job: Job) -> None:
         async with self.lock:
-            if self._live(job.id) == job:
+            held = self._live(job.id)
+            if held == job:
                 return  # the same record again (a retried write): success, as the contract says
+            if held is not None:
+                raise ValueError(f"job {job.id} exists already")  # another record: refused
             for job_id in list(self.jobs):
                 self._live(job_id)  # drop expired jobs before judging the bound
-            if len(self.jobs) >= self.max_jobs:
+            if self.max_jobs and len(self.jobs) >= self.max_jobs:
                 raise StoreFull(f"the dict store holds its maximum of {self.max_jobs} jobs")
             if self.max_owner_jobs and await self.owner_jobs(job.owner) >= self.max_owner_jobs:
                 raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} jobs")
@@ -142,13 +173,20 @@ class DictStore:
         return [Job.from_record(job.to_record()) for job in page], next_cursor
 
 
+# -- 3. the factory ------------------------------------------------------------------------------
+
+
 def dict_store(context: StoreContext) -> DictStore:
-    """The store factory: called once per middleware with the clock, bound and options."""
-    return DictStore(context)
+    """The store factory: the clock, bound, share and options in; a store out, no I/O yet."""
+    return DictStore(context, parse_store_options(DictStoreOptions, context.options, store="dict"))
+
+
+# -- 4. registration -----------------------------------------------------------------------------
 
 
 @hookimpl
-def register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+def register_stores(register: RegisterStore) -> None:
+    """Register the store ``dict``: one process's memory, so not shared (no ``shared=True``)."""
     register("dict", dict_store)
 
 

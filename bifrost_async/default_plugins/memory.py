@@ -112,7 +112,7 @@ class MemoryStore(MemoryWebhookRecords):
         if self.max_owner_jobs and self._owner_count(job.owner) >= self.max_owner_jobs:
             raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} live jobs")
         self._jobs[job.id] = _copy(job)  # cachetools drops expired jobs here anyway
-        if len(self._owned) > self.max_jobs:  # more owners than live jobs: some are gone
+        if len(self._owned) > (self.max_jobs or len(self._jobs)):  # more owners than jobs: some are gone
             for owner in list(self._owned):
                 self._owner_count(owner, exact=True)
         self._owned.setdefault(job.owner, set()).add(job.id)
@@ -137,7 +137,7 @@ class MemoryStore(MemoryWebhookRecords):
 
     def _refusal(self, job: Job) -> str | None:
         """Why storing ``job`` now would pass a bound, or ``None``."""
-        if len(self._jobs) >= self.max_jobs:
+        if self.max_jobs and len(self._jobs) >= self.max_jobs:  # 0: no bound
             return f"the job store holds its maximum of {self.max_jobs} jobs"
         if self.max_bytes and self._jobs.currsize + _job_size(job) > self.max_bytes:
             return f"the job store holds its maximum of {self.max_bytes} bytes of jobs"
@@ -163,7 +163,7 @@ class MemoryStore(MemoryWebhookRecords):
         self, claim: str, fingerprint: str, job_id: str, ttl: float
     ) -> tuple[str | None, bool]:
         now = self._clock()
-        if len(self._claims) > self.max_jobs:
+        if len(self._claims) > (self.max_jobs or len(self._jobs)):  # 0: no bound
             self._prune_claims(now)
         held = self._claims.get(claim)
         if held is not None and held[0] == job_id:

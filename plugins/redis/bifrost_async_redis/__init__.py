@@ -8,9 +8,6 @@ every process pointed at the same Redis. It uses only the public plugin hooks an
 
 from __future__ import annotations
 
-from typing import Any
-
-import structlog
 from bifrost_async import hookimpl
 from bifrost_async.store import RegisterStore, StoreContext
 
@@ -19,12 +16,13 @@ from .store import RedisJobStore
 
 __version__ = "0.1.0"
 
-log = structlog.get_logger(__name__)
-
 
 def redis_store(context: StoreContext) -> RedisJobStore:
-    """Factory for the ``redis`` store: options from ``context.options``; the bound is the
-    ``max_jobs`` store option if given, else the middleware's ``max_jobs`` (0: no bound)."""
+    """Factory for the ``redis`` store. Options (see ``RedisStoreOptions``): ``url``
+    (``redis://``, ``rediss://`` or ``unix://``; default ``$BIFROST_ASYNC_REDIS_URL`` or
+    redis://127.0.0.1:6379/0), ``prefix``, ``max_connections``, ``socket_timeout``,
+    ``socket_connect_timeout``, ``retries``, ``max_jobs`` (default: the middleware's; 0: no bound)
+    and ``sweep_interval`` (0: no sweep)."""
     options = RedisStoreOptions.from_mapping(context.options)
     max_jobs = context.max_jobs if options.max_jobs is None else options.max_jobs
     return RedisJobStore(
@@ -34,26 +32,10 @@ def redis_store(context: StoreContext) -> RedisJobStore:
 
 @hookimpl
 def register_stores(register: RegisterStore) -> None:
-    """Register the store ``redis`` (the ``register_stores`` hook)."""
+    """Register the store ``redis`` (the ``register_stores`` hook), shared: every process on the
+    same Redis and prefix sees the same jobs, bounds and wake-ups (so the core also warns,
+    ``async_jobs.owner_secret_missing``, when such a process has no ``owner_secret``)."""
     register("redis", redis_store, shared=True)
-
-
-@hookimpl
-def async_jobs_startup(middleware: Any) -> None:
-    """Warn (``redis_store.owner_secret_missing``, at every start) when the middleware has no
-    ``owner_secret``: a shared store is readable by more people than one process's memory. (The
-    sweep reaches the middleware through the public ``RedisJobStore.attach``, not through here.)"""
-    store = getattr(middleware, "store", None)
-    if isinstance(store, RedisJobStore) and not getattr(
-        getattr(middleware, "config", None), "owner_secret", None
-    ):
-        # Without a secret an owner digest is a plain SHA-256 of a known prefix and the credential:
-        # anyone who can read this shared Redis can confirm a guessed credential offline.
-        log.warning(
-            "redis_store.owner_secret_missing",
-            risk="owner digests in Redis are unkeyed SHA-256; a reader of Redis can test guessed credentials",
-            fix="set owner_secret (BIFROST_ASYNC_OWNER_SECRET), the same on every process",
-        )
 
 
 __all__ = ["RedisJobStore", "RedisStoreOptions", "redis_store"]

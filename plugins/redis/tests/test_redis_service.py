@@ -180,16 +180,17 @@ async def test_startup_warns_when_a_shared_store_has_no_owner_secret(
     secret: str | None, redis_url: str, client_for: Callable[[AsyncJobsMiddleware], httpx.AsyncClient]
 ) -> None:
     """Issue 11 item 15: unkeyed owner digests in a shared Redis let its readers test guessed
-    credentials; a process that starts that way says so, loudly, every time."""
+    credentials; a process that starts that way says so, loudly, every time (the core's warning
+    for any store registered shared, issue 17)."""
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
     options: dict[str, Any] = {"url": redis_url, "sweep_interval": 0}
     client = client_for(AsyncJobsMiddleware(app, store="redis", store_options=options, owner_secret=secret))
     with structlog.testing.capture_logs() as logs:
         assert (await client.get(f"{SUBMIT}/1f97b465-4c1e-4a4b-9d2e-6c3b8e0f2a11")).status_code == 404
-    warnings = [entry for entry in logs if entry["event"] == "redis_store.owner_secret_missing"]
+    warnings = [entry for entry in logs if entry["event"] == "async_jobs.owner_secret_missing"]
     if secret is None:
         assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
-        assert "owner_secret" in warnings[0]["fix"]
+        assert "owner_secret" in warnings[0]["fix"] and warnings[0]["store"] == "redis"
     else:
         assert warnings == []
         assert not any(secret in str(entry) for entry in logs)  # the secret itself is never logged

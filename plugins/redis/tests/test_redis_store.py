@@ -13,14 +13,15 @@ from bifrost_async.jobs import JobStatus
 from bifrost_async.plugins import make_plugin_manager, store_registry
 from bifrost_async.results import WORKER_LOST_MESSAGE
 from bifrost_async.store import StoreContext, StoreFactory, StoreFull
-from bifrost_async.testing import FakeClock, StoreContract, finished, make_job, processing
+from bifrost_async.testing import FakeClock, SharedStoreContract, finished, make_job, processing
 
 from bifrost_async_redis import RedisJobStore, RedisStoreOptions, redis_store
 from bifrost_async_redis.sweep import sweep_once
 
 
-class TestRedisStore(StoreContract):
-    """The shared contract; the Redis store honours ``max_jobs`` across processes, so it is bounded."""
+class TestRedisStore(SharedStoreContract):
+    """The shared store contract, two instances on one real redis-server standing for two
+    processes; the Redis store honours ``max_jobs`` across processes, so it is bounded."""
 
     bounded = True
 
