@@ -192,6 +192,7 @@ async def test_a_large_submit_does_not_stall_a_concurrent_poll(serve: Any, http:
     await stack.app.state.gate.arrived.wait()
     poll_url = f"{stack.url}/v1/async/embeddings/{held.json()['id']}"
     body = b'{"model":"m","input":[' + b"0," * 24_000_000 + b"0]}"  # 48 MB of small tokens
+    submitted = time.monotonic()
     big = asyncio.create_task(stack.submit(http, "embeddings", content=body))
     worst = 0.0
     polls = 0
@@ -202,10 +203,12 @@ async def test_a_large_submit_does_not_stall_a_concurrent_poll(serve: Any, http:
             worst = max(worst, time.monotonic() - started)
             polls += 1
     assert (await big).status_code == 202
+    whole = time.monotonic() - submitted
     assert polls > 1
-    # parsing 48 MB on the loop held every request for ~1.6 s here (the issue saw 1.8 s); off
-    # the loop a poll waits at most about one parser buffer (~20 ms). Generous: a bound for a
-    # loaded machine, not a benchmark.
-    assert worst < 0.75, f"a poll waited {worst:.2f} s"
+    # A ratio within this run, not a time bound: parsing 48 MB on the loop held every request for
+    # the whole parse, most of the submit (~1.6 s of ~2 s here), so the worst poll took ~0.8 of
+    # the submit; off the loop a poll waits about one parser buffer, a small part of it however
+    # loaded the machine is.
+    assert worst < whole / 2, f"a poll waited {worst:.2f} s of the {whole:.2f} s submit"
     await http.delete(f"{stack.url}/v1/async/embeddings/{(await big).json()['id']}")
     stack.app.state.gate.opened.set()
