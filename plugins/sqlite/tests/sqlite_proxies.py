@@ -74,14 +74,14 @@ class Proxy:
         self.log.flush()
         return Path(self.log.name).read_text()
 
-    async def ready(self) -> None:
+    async def ready(self, path: str = "/readyz") -> None:
         deadline = time.monotonic() + START_DEADLINE
         async with httpx.AsyncClient(timeout=2) as client:
             while True:
                 if self.process.returncode is not None:
                     raise AssertionError(f"proxy exited with {self.process.returncode}:\n{self.output()}")
                 with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                    if (await client.get(f"{self.url}{path}")).status_code == 200:
                         return
                 if time.monotonic() > deadline:
                     raise AssertionError(f"proxy not ready within {START_DEADLINE} s:\n{self.output()}")
@@ -99,8 +99,11 @@ class Proxy:
 
 
 @contextlib.asynccontextmanager
-async def proxies(upstream: str, db: Path, *extra: str, count: int = 2) -> AsyncIterator[list[Proxy]]:
-    """``count`` proxies on the SQLite file ``db``, ready; stopped (SIGTERM) afterwards."""
+async def proxies(
+    upstream: str, db: Path, *extra: str, count: int = 2, ready: str = "/readyz"
+) -> AsyncIterator[list[Proxy]]:
+    """``count`` proxies on the SQLite file ``db``, answering 200 on ``ready``; stopped (SIGTERM)
+    afterwards."""
     started: list[Proxy] = []
     with contextlib.ExitStack() as files:
         try:
@@ -123,7 +126,7 @@ async def proxies(upstream: str, db: Path, *extra: str, count: int = 2) -> Async
                     )
                     started.append(Proxy(process, f"http://127.0.0.1:{sock.getsockname()[1]}", log))
             for proxy in started:
-                await proxy.ready()
+                await proxy.ready(ready)
             yield started
         finally:
             for proxy in started:
