@@ -74,6 +74,28 @@ SCHEMA = (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         job_id TEXT NOT NULL
     )""",
+    # Managed webhook endpoints and their delivery history (webhooks.py).
+    """CREATE TABLE IF NOT EXISTS webhook_endpoints (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        document TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        endpoint_id TEXT NOT NULL,
+        document TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS webhook_history ON webhook_deliveries (endpoint_id, seq DESC)",
+    """CREATE TABLE IF NOT EXISTS webhook_counters (
+        endpoint_id TEXT PRIMARY KEY,
+        successes INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        last_status_code INTEGER,
+        last_success_at REAL,
+        last_failure_at REAL
+    )""",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 

@@ -32,12 +32,14 @@ from .db import Connection
 from .events import tail
 from .maintenance import every
 from .options import SqliteStoreOptions
+from .webhooks import SqliteWebhookRecords
 
 log = structlog.get_logger(__name__)
 
 
-class SqliteJobStore:
-    """Jobs in one SQLite database file, shared by every process on the machine that opens it."""
+class SqliteJobStore(SqliteWebhookRecords):
+    """Jobs in one SQLite database file, shared by every process on the machine that opens it;
+    also the managed webhook endpoints and their history (:mod:`bifrost_async_sqlite.webhooks`)."""
 
     def __init__(
         self,
