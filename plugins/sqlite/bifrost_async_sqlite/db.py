@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -110,8 +111,11 @@ def translate(exc: sqlite3.Error) -> Exception:
     return StoreUnavailable(f"the SQLite job store is unavailable ({name or type(exc).__name__}: {exc})")
 
 
-#: SQLite failures that mean "not now / not readable" rather than a bug of ours.
+#: SQLite failures that mean "not now / not readable" (locked, I/O error, not a database, disk
+#: full, no such table in a replaced file) rather than a bug of ours.
 UNAVAILABLE = (sqlite3.OperationalError, sqlite3.DatabaseError)
+#: Subclasses of those that are bugs (a bad binding, a broken constraint): never hidden as a 503.
+BUGS = (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.InterfaceError)
 
 
 class Connection:
@@ -137,6 +141,8 @@ class Connection:
     def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         try:
             return work(self._open())
+        except BUGS:
+            raise
         except UNAVAILABLE as exc:
             if self._conn is not None and self._conn.in_transaction:
                 try:
@@ -150,6 +156,7 @@ class Connection:
     def _open(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
+        created = not self.path.exists()
         # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE itself.
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
@@ -162,6 +169,10 @@ class Connection:
                     f"cannot switch {self.path} to WAL mode (journal_mode is {mode})"
                 )
             conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            if created:
+                # results and owner digests are in the file: only the service's user reads it
+                # (SQLite gives the -wal and -shm files the database file's mode)
+                os.chmod(self.path, 0o600)
             if self.schema:
                 create_schema(conn)
         except BaseException:
@@ -202,5 +213,6 @@ def create_schema(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise

@@ -26,7 +26,8 @@ def write(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself on some errors (disk full, I/O)
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

@@ -78,6 +78,8 @@ async def test_file_is_wal_and_record_is_the_job(store: SqliteJobStore, db_path:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         owner, status, expires = raw.execute("SELECT owner, status, expires_at FROM jobs").fetchone()
     assert (owner, status, expires) == (job.owner, "pending", None)
+    for made in (db_path, db_path.with_name("jobs.db-wal")):  # results are private to the service
+        assert made.stat().st_mode & 0o777 == 0o600, made
 
 
 async def test_purge_deletes_expired_jobs_their_claims_and_old_events(db_path: Path) -> None:
