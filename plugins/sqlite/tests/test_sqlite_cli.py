@@ -4,6 +4,7 @@ never 500, and the service recovers once the file is readable."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,12 @@ import pytest
 from sqlite_proxies import SUBMIT, GatedUpstream, proxies, submit_body
 
 
-def serve(*args: str) -> subprocess.CompletedProcess[str]:
+def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "bifrost_async", "serve", "--upstream", "http://127.0.0.1:9", "--port", "0"]
-    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60, check=False)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BIFROST_ASYNC_")}
+    return subprocess.run(
+        [*argv, *args], capture_output=True, text=True, timeout=60, check=False, env={**clean, **(env or {})}
+    )
 
 
 @pytest.mark.parametrize(
@@ -34,6 +38,25 @@ def test_unusable_options_are_one_line_and_exit_2(tmp_path: Path, option: str, e
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("form", ["env", "toml"])
+def test_options_reach_the_store_from_env_and_toml(tmp_path: Path, form: str) -> None:
+    """The store and its path arrive through the environment and a --config file as well (the
+    missing directory is refused by the store's factory, so the option got there)."""
+    missing = tmp_path / "missing" / "jobs.db"
+    if form == "env":
+        env = {
+            "BIFROST_ASYNC_STORE": "sqlite",
+            "BIFROST_ASYNC_STORE_OPTION": f"path={missing} busy_timeout=2",
+        }
+        result = serve(env=env)
+    else:
+        config = tmp_path / "bifrost.toml"
+        config.write_text(f'store = "sqlite"\n[store_options]\npath = "{missing}"\nbusy_timeout = 2\n')
+        result = serve("--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 async def test_corrupt_database_is_503_then_recovers(aiohttp_server: Any, tmp_path: Path) -> None:
