@@ -15,7 +15,7 @@ from bifrost_async.plugins import make_plugin_manager, store_registry
 from bifrost_async.store import StoreContext, StoreHost, StoreUnavailable
 from bifrost_async.testing import FakeClock, finished, make_job, processing
 
-from bifrost_async_sqlite import SqliteJobStore, sqlite_store
+from bifrost_async_sqlite import SqliteJobStore, events, sqlite_store
 from bifrost_async_sqlite.maintenance import purge_once, sweep_once
 
 
@@ -159,5 +159,27 @@ async def test_corrupt_file_is_unavailable_not_a_crash(db_path: Path) -> None:
             await store.create(job)
         with pytest.raises(StoreUnavailable):
             await store.get(job.id)
+    finally:
+        await store.close()
+
+
+async def test_purge_trims_the_wake_up_log_but_ids_never_go_back(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEP", 3)
+    store = build(db_path)
+    await store.start()
+    try:
+        jobs = [make_job(store.clock) for _ in range(5)]  # type: ignore[arg-type]
+        for job in jobs:
+            await store.create(job)
+            assert await store.delete(job.id)  # one event each
+        await purge_once(store)
+        with sqlite3.connect(db_path) as raw:
+            assert [row[0] for row in raw.execute("SELECT id FROM events ORDER BY id")] == [3, 4, 5]
+            assert events.last_event(raw) == 5
+            _, rows = events.read_events(raw, 1, None)
+        # a tail that had seen only event 1 finds 3 next: the gap makes it wake everyone
+        assert rows == [(n, jobs[n - 1].id) for n in (3, 4, 5)]
     finally:
         await store.close()
