@@ -5,7 +5,8 @@ wake-ups, so ``serve --workers N`` and several services on one machine share job
 Writes are single ``BEGIN IMMEDIATE`` transactions (``queries.py``); wake-ups cross processes
 through a log table (``events.py``); orphans and expired rows are handled by ``maintenance.py``.
 Two connections per instance, each on its own thread (``db.py``): one writes, one reads, so a
-long-poll's re-read never queues behind a write waiting for another process's lock.
+long-poll's re-read never queues behind a write waiting for another process's lock; a third reads
+jobs by id on the event loop's thread when that needs no wait (``db.QuickReader``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bifrost_async.store import (
 )
 
 from . import queries
-from .db import Connection
+from .db import Connection, QuickReader
 from .events import tail
 from .maintenance import every
 from .options import SqliteStoreOptions
@@ -59,6 +60,8 @@ class SqliteJobStore(SqliteWebhookRecords):
         self.writer = self._connection("write")
         #: The connection that reads jobs and tails the wake-up log.
         self.reader = self._connection("read")
+        #: Short reads on the event loop's thread when they need no wait (``db.QuickReader``).
+        self.quick = QuickReader(self.reader)
         self.waiters = Waiters()
         #: Set once the wake-up tail has started (tests wait on it).
         self.tailing = asyncio.Event()
@@ -103,6 +106,7 @@ class SqliteJobStore(SqliteWebhookRecords):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.waiters.wake_all()
+        self.quick.close()
         await self.writer.close()
         await self.reader.close()
 
@@ -129,7 +133,7 @@ class SqliteJobStore(SqliteWebhookRecords):
     async def get(self, job_id: str) -> Job | None:
         """See :meth:`bifrost_async.store.JobStore.get`."""
         now = self.clock()
-        record = await self.reader.run(lambda conn: queries.get(conn, job_id, now))
+        record = await self.quick.run(lambda conn: queries.get(conn, job_id, now))
         return None if record is None else self.decode(record)
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
@@ -172,7 +176,7 @@ class SqliteJobStore(SqliteWebhookRecords):
     async def find_idempotency_key(self, claim: str) -> tuple[str, str] | None:
         """See :meth:`bifrost_async.store.JobStore.find_idempotency_key`."""
         now = self.clock()
-        return await self.reader.run(lambda conn: queries.find_claim(conn, claim, now))
+        return await self.quick.run(lambda conn: queries.find_claim(conn, claim, now))
 
     async def release_idempotency_key(self, claim: str, job_id: str) -> None:
         """See :meth:`bifrost_async.store.JobStore.release_idempotency_key`."""
@@ -192,7 +196,7 @@ class SqliteJobStore(SqliteWebhookRecords):
         after = decode_cursor(cursor) if cursor is not None else None
         now = self.clock()
         state = None if status is None else status.value
-        records = await self.reader.run(
+        records = await self.quick.run(
             lambda conn: queries.list_jobs(conn, owner, request_type, state, after, limit + 1, now)
         )
         page = [self.decode(record) for record in records[:limit]]

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from typing import Any, Literal
 
-from .db import Connection
+from .db import Connection, QuickReader
 from .queries import write
 
 #: Attempt records kept per endpoint, oldest dropped first (the same bound as the core's
@@ -125,17 +125,18 @@ class SqliteWebhookRecords:
 
     writer: Connection
     reader: Connection
+    quick: QuickReader
 
     async def webhook_create(self, endpoint_id: str, name: str, document: str) -> bool:
         return await self.writer.run(lambda conn: _create(conn, endpoint_id, name, document))
 
     async def webhook_get(self, endpoint_id: str) -> str | None:
         query = "SELECT document FROM webhook_endpoints WHERE id = ?"
-        return await self.reader.run(lambda conn: _one(conn, query, endpoint_id))
+        return await self.quick.run(lambda conn: _one(conn, query, endpoint_id))
 
     async def webhook_id_by_name(self, name: str) -> str | None:
         query = "SELECT id FROM webhook_endpoints WHERE name = ?"
-        return await self.reader.run(lambda conn: _one(conn, query, name))
+        return await self.quick.run(lambda conn: _one(conn, query, name))
 
     async def webhook_all(self) -> list[str]:
         query = "SELECT document FROM webhook_endpoints"
@@ -155,11 +156,11 @@ class SqliteWebhookRecords:
 
     async def webhook_delivery(self, delivery_id: str) -> str | None:
         query = "SELECT document FROM webhook_deliveries WHERE id = ?"
-        return await self.reader.run(lambda conn: _one(conn, query, delivery_id))
+        return await self.quick.run(lambda conn: _one(conn, query, delivery_id))
 
     async def webhook_count(self, endpoint_id: str, success: bool, status_code: int | None) -> None:
         now = time.time()
         await self.writer.run(lambda conn: _count(conn, endpoint_id, success, status_code, now))
 
     async def webhook_counters(self, endpoint_id: str) -> dict[str, Any]:
-        return await self.reader.run(lambda conn: _counters(conn, endpoint_id))
+        return await self.quick.run(lambda conn: _counters(conn, endpoint_id))

@@ -3,6 +3,7 @@ and a locked or corrupt file answering as unavailable (503), never as a crash.""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -183,3 +184,17 @@ async def test_purge_trims_the_wake_up_log_but_ids_never_go_back(
         assert rows == [(n, jobs[n - 1].id) for n in (3, 4, 5)]
     finally:
         await store.close()
+
+
+async def test_reads_by_id_use_the_quick_connection_once_the_file_is_open(store: SqliteJobStore) -> None:
+    """Gets skip the thread hop (``db.QuickReader``) once the threaded reader opened the file;
+    the answers are the same either way."""
+    job = make_job(store.clock)  # type: ignore[arg-type]
+    await store.create(job)
+    await asyncio.wait_for(store.tailing.wait(), 10)  # the tail opened the threaded reader
+    assert await store.get(job.id) == job
+    assert store.quick.opened
+    store.quick.close()
+    assert not store.quick.opened
+    assert await store.get(job.id) == job  # reopened on the next read
+    assert store.quick.opened
