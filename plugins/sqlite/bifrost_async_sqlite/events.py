@@ -4,7 +4,8 @@ Every terminal update and every delete appends ``(id, job_id)`` to the ``events`
 same transaction as the write, so no write goes unannounced and no announcement precedes its
 write. Each store instance runs one task that, every ``notify_interval`` seconds, asks SQLite
 ``PRAGMA data_version`` (a counter in shared memory that moves when another connection commits:
-an idle tick reads no table at all) and, when it moved, reads ``WHERE id > last_seen`` (a range
+an idle tick reads no table at all; both run on the loop's thread through ``db.QuickReader``,
+so an idle tick costs no thread hop) and, when it moved, reads ``WHERE id > last_seen`` (a range
 of the primary key) and wakes the local :class:`~bifrost_async.store.Waiters` of those jobs:
 long-polls, and the runner's watch on every job it runs, which is how a job cancelled in another
 process stops here.
@@ -82,7 +83,7 @@ async def tail(store: SqliteJobStore) -> None:
                 store.waiters.wake_all()  # anything that ended before the tail (re)started is re-read
                 store.tailing.set()
             read = functools.partial(read_events, last_seen=last_seen, version=version)
-            version, rows = await store.reader.run(read)
+            version, rows = await store.quick.run(read)
             if rows and rows[0][0] > last_seen + 1:
                 store.waiters.wake_all()  # the rows in between were trimmed: re-read everything
             for event_id, job_id in rows:

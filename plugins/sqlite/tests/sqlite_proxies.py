@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import sqlite3
@@ -73,6 +74,10 @@ class Proxy:
     def output(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far."""
+        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
 
     async def ready(self, path: str = "/readyz") -> None:
         deadline = time.monotonic() + START_DEADLINE

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlite_proxies import SUBMIT, GatedUpstream, final, proxies, stored_status, submit
+from sqlite_proxies import SUBMIT, GatedUpstream, Proxy, final, proxies, stored_status, submit
 
 #: The core's default lease (``lease_seconds``; no CLI option yet): a killed worker's job is
 #: failed once it runs out, at most this long after the kill.
@@ -87,6 +87,11 @@ async def test_two_proxies_share_jobs_long_polls_cancels_and_survive_a_killed_on
     print(f"\nlong-poll on B woke {woke:.3f} s after A's upstream answered")
 
 
+def started_workers(proxy: Proxy) -> set[str]:
+    """The worker processes that have started their middleware (and so a store on the file)."""
+    return {event["worker"] for event in proxy.events() if event.get("event") == "async_jobs.started"}
+
+
 @pytest.mark.slow
 async def test_serve_workers_2_with_sqlite(upstream: tuple[GatedUpstream, str], tmp_path: Path) -> None:
     gated, url = upstream
@@ -94,9 +99,16 @@ async def test_serve_workers_2_with_sqlite(upstream: tuple[GatedUpstream, str], 
     for token in tokens:
         gated.let_go(token)
     async with proxies(url, tmp_path / "jobs.db", "--workers", "2", count=1) as (proxy,):
-        # a fresh connection per request, so the kernel spreads them over both workers' accepts
+        # the port answers once one worker is up; wait for the second (slow to spawn on a busy machine)
+        deadline = time.monotonic() + 60
+        while len(started_workers(proxy)) < 2:
+            assert time.monotonic() < deadline, proxy.output()
+            await asyncio.sleep(0.05)
+        # a fresh connection per request, so the kernel may spread them over both workers' accepts
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             ids = [await submit(client, proxy, token) for token in tokens]
             for job_id, token in zip(ids, tokens, strict=True):
                 assert (await final(client, proxy, job_id, deadline=30))["result"]["token"] == token
-        assert proxy.output().count("sqlite_store.started") == 2, proxy.output()
+        assert "sqlite_store.unavailable" not in proxy.output()
+        served = [event["worker"] for event in proxy.events() if event.get("event") == "job.submitted"]
+    print(f"\nsubmits per worker: { {worker: served.count(worker) for worker in set(served)} }")
