@@ -198,3 +198,20 @@ async def test_reads_by_id_use_the_quick_connection_once_the_file_is_open(store:
     assert not store.quick.opened
     assert await store.get(job.id) == job  # reopened on the next read
     assert store.quick.opened
+
+
+async def test_a_quick_read_that_fails_is_answered_by_the_thread(
+    store: SqliteJobStore, tmp_path: Path
+) -> None:
+    """Any failure on the quick connection (here: it was left pointing at another, empty file,
+    as after the database file was replaced) is retried on the reader's thread, which answers,
+    and the quick connection is reopened afresh on the next read."""
+    job = make_job(store.clock)  # type: ignore[arg-type]
+    await store.create(job)
+    await asyncio.wait_for(store.tailing.wait(), 10)
+    store.quick.close()
+    store.quick._conn = sqlite3.connect(tmp_path / "elsewhere.db", isolation_level=None)  # no tables
+    assert await store.get(job.id) == job
+    assert not store.quick.opened  # dropped after its failure
+    assert await store.get(job.id) == job
+    assert store.quick.opened
