@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from bifrost_async.jobs import JobStatus
+from bifrost_async.jobs import JobStatus, new_job_id
 from bifrost_async.store import OwnerShareFull, StoreContext, StoreFull
-from bifrost_async.testing import FakeClock, finished, make_job, new_job_id, processing
+from bifrost_async.testing import FakeClock, finished, make_job, processing
 
 from bifrost_async_sqlite import SqliteJobStore, sqlite_store
 
