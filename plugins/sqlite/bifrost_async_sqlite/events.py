@@ -47,12 +47,12 @@ def last_event(conn: sqlite3.Connection) -> int:
 
 
 def read_events(
-    conn: sqlite3.Connection, last_seen: int, version: int | None
-) -> tuple[int, list[tuple[int, str]]]:
-    """``(data_version, events after last_seen)``; no table is read when ``data_version`` has
-    not moved since ``version``."""
-    now_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-    if version is not None and now_version == version:
+    conn: sqlite3.Connection, last_seen: int, version: tuple[int, int] | None
+) -> tuple[tuple[int, int], list[tuple[int, str]]]:
+    """``(version, events after last_seen)``; no table is read when ``version`` (this connection
+    and its ``PRAGMA data_version``, which only compares within one connection) has not moved."""
+    now_version = (id(conn), int(conn.execute("PRAGMA data_version").fetchone()[0]))
+    if now_version == version:
         return now_version, []
     rows: list[tuple[int, str]] = []
     while True:
@@ -75,7 +75,7 @@ async def tail(store: SqliteJobStore) -> None:
     """Wake the store's waiters for every event other processes (and this one) log, until
     cancelled. An unavailable database only skips ticks; waiters are woken to re-read after it."""
     last_seen: int | None = None
-    version: int | None = None
+    version: tuple[int, int] | None = None
     while True:
         try:
             if last_seen is None:
