@@ -20,12 +20,13 @@ __version__ = "0.1.0"
 
 
 def sqlite_store(context: StoreContext) -> SqliteJobStore:
-    """Factory for the ``sqlite`` store: options from ``context.options``; the bound is the
-    ``max_jobs`` store option if given, else the middleware's ``max_jobs`` (0: no bound).
-
-    Raises :class:`ValueError` (one line, naming the option) for a bad option or a ``path`` that
-    cannot be opened (directory missing, no permission); it only looks at the file system, it
-    opens nothing: the store connects in ``start()``.
+    """Factory for the ``sqlite`` store. Options (see ``SqliteStoreOptions``): ``path`` (the
+    database file, default ``bifrost-async-jobs.db`` in the working directory; its directory must
+    exist and be writable), ``busy_timeout``, ``notify_interval`` (wake-up latency across
+    processes), ``sweep_interval`` (0: no sweep), ``purge_interval`` (0: no purge),
+    ``synchronous`` (``normal``/``full``/``off``/``extra``) and ``max_jobs`` (default: the
+    middleware's; 0: no bound). A bad option or an unusable ``path`` raises :class:`ValueError`
+    in one line; the factory only looks at the file system, it opens nothing (``start()`` does).
     """
     options = SqliteStoreOptions.from_mapping(context.options)
     options.check_path()
