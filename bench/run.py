@@ -28,6 +28,7 @@ BENCHMARKS = (
     "b4_memory",
     "b5_redis",
     "b6_arq",
+    "b7_sqlite",
 )
 NOTES = Path(__file__).resolve().parent / "NOTES.md"
 

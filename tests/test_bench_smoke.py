@@ -2,7 +2,7 @@
 
 No timing is asserted here; the figures live in bench/RESULTS.md. The last tests pin the
 behaviour of the fast paths the benchmarks led to. A benchmark whose optional
-dependency (arq, the Redis plugin, redis-server) is missing must be skipped with its reason,
+dependency (arq, the Redis or SQLite plugin, redis-server) is missing must be skipped with its reason,
 and every other one must still run.
 """
 
@@ -47,6 +47,7 @@ def test_smoke_run_prints_every_benchmark() -> None:
     optional = {
         "redis": has_redis and importlib.util.find_spec("bifrost_async_redis") is not None,
         "arq": has_redis and all(importlib.util.find_spec(m) for m in ("arq", "bifrost_async_redis")),
+        "sqlite": importlib.util.find_spec("bifrost_async_sqlite") is not None,
     }
     for name, runnable in optional.items():
         if runnable:
