@@ -1,0 +1,60 @@
+"""The sweep and the purge, each a background task of every process sharing the schema.
+
+The sweep fails jobs whose worker died even when nobody polls them (the core fails such a job on
+its next poll; without one it would stay ``processing`` for good and hold a place in the bound).
+It reads unfinished jobs whose lease ran out (index ``jobs_leases``), skips those this process
+runs (``StoreHost.holds``) and ends the rest with ``StoreHost.fail_orphan``, whose compare-and-set
+lets exactly one of several sweeping processes end each job.
+
+The purge deletes expired rows (index ``jobs_expiry``) with their claims and fixes the counters;
+reads treat an expired row as absent already, so the purge only bounds the table's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from bifrost_async.store import StoreError
+
+from .store import PostgresJobStore
+
+log = structlog.get_logger(__name__)
+
+#: Orphans failed per sweep, so one sweep never holds the event loop for long.
+BATCH = 100
+
+
+async def sweep_once(store: PostgresJobStore) -> list[str]:
+    """Fail every job whose lease ran out by the store's clock; the ids this call failed.
+
+    Raises :class:`~bifrost_async.store.StoreUnavailable` when PostgreSQL is down."""
+    failed: list[str] = []
+    for job in await store.orphans(store.clock(), BATCH):
+        if store.host.holds(job.id):
+            continue  # running here: a missed lease renewal does not make it an orphan
+        if await store.host.fail_orphan(job):
+            failed.append(job.id)
+    return failed
+
+
+async def sweep_forever(store: PostgresJobStore) -> None:
+    """Sweep every ``sweep_interval`` seconds until cancelled; an outage only skips a round."""
+    await _forever(store.options.sweep_interval, lambda: sweep_once(store), "sweep")
+
+
+async def purge_forever(store: PostgresJobStore) -> None:
+    """Purge every ``purge_interval`` seconds until cancelled; an outage only skips a round."""
+    await _forever(store.options.purge_interval, store.purge, "purge")
+
+
+async def _forever(interval: float, once: Callable[[], Awaitable[object]], what: str) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await once()
+        except StoreError:
+            pass  # already logged by the store; the next round tries again
+        except Exception:
+            log.exception(f"postgres_store.{what}_failed")
