@@ -24,6 +24,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left mid-operation by a failure
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,

@@ -163,7 +163,12 @@ class PostgresJobStore:
             with guard():
                 try:
                     async with self._pool.acquire(timeout=self.options.command_timeout) as conn:
-                        return await op(conn)
+                        try:
+                            return await op(conn)
+                        except RETRYABLE:
+                            # its state is unknown: the pool must open a fresh one, not hand it out
+                            conn.terminate()
+                            raise
                 except RETRYABLE:
                     if attempt == 2:
                         raise
