@@ -34,6 +34,7 @@ from . import migrations
 from .events import listen
 from .guard import RETRYABLE, guard
 from .options import PostgresStoreOptions
+from .webhooks import PostgresWebhookRecords
 
 log = structlog.get_logger(__name__)
 
@@ -42,8 +43,9 @@ _T = TypeVar("_T")
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Any]"
 
 
-class PostgresJobStore:
-    """Jobs in PostgreSQL, shared by every process that uses the same database and schema."""
+class PostgresJobStore(PostgresWebhookRecords):
+    """Jobs in PostgreSQL, shared by every process that uses the same database and schema; also
+    the managed webhook endpoints and their history (:mod:`bifrost_async_postgres.webhooks`)."""
 
     def __init__(
         self,
@@ -321,7 +323,9 @@ class PostgresJobStore:
         return [Job.from_record(json.loads(row["record"])) for row in rows]
 
     async def purge(self) -> int:
-        """Delete expired rows, ``purge_batch`` per transaction, until none is left; how many."""
+        """Delete expired rows, ``purge_batch`` per transaction, until none is left, and aged
+        webhook delivery records; how many jobs."""
+        await self.webhook_purge_history()
         sql = f"SELECT {self.options.quoted_schema}.purge($1, $2)"
         total = 0
         batch = self.options.purge_batch

@@ -10,7 +10,14 @@ import pytest
 from bifrost_async.jobs import JobStatus
 from bifrost_async.plugins import make_plugin_manager, store_registry
 from bifrost_async.store import WORKER_LOST_MESSAGE, StoreContext, StoreFactory, StoreUnavailable
-from bifrost_async.testing import FakeClock, StoreContract, finished, make_job, processing
+from bifrost_async.testing import (
+    FakeClock,
+    StoreContract,
+    WebhookRecordsContract,
+    finished,
+    make_job,
+    processing,
+)
 
 from bifrost_async_postgres import PostgresJobStore, PostgresStoreOptions, postgres_store
 from bifrost_async_postgres.sweep import sweep_once
@@ -187,3 +194,16 @@ def test_options_from_strings_and_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_bad_options_fail_at_startup(given: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PostgresStoreOptions.from_mapping(given)
+
+
+class TestPostgresWebhookRecords(WebhookRecordsContract):
+    """The webhook records capability's contract, on the real PostgreSQL."""
+
+    @pytest.fixture
+    async def records(self, postgres_url: str, schema: str) -> AsyncIterator[Any]:
+        built = postgres_store(
+            StoreContext(clock=FakeClock(), max_jobs=10, options=options(postgres_url, schema))
+        )
+        await built.start()
+        yield built
+        await built.close()
