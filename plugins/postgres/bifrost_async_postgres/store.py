@@ -97,7 +97,7 @@ class PostgresJobStore(PostgresWebhookRecords):
             max_inactive_connection_lifetime=60,
         )
         try:
-            await self._ensure_schema()
+            await self._ensure_schema(at_start=True)
         except StoreUnavailable as exc:
             log.warning("postgres_store.unavailable_at_start", url=opts.safe_url(), error=str(exc))
         except RuntimeError:
@@ -128,8 +128,12 @@ class PostgresJobStore(PostgresWebhookRecords):
             except Exception:  # a dead server: drop the connections without goodbyes
                 pool.terminate()
 
-    async def _ensure_schema(self) -> None:
-        """Migrate (or check) the schema once per process; raises StoreUnavailable while down."""
+    async def _ensure_schema(self, *, at_start: bool = False) -> None:
+        """Migrate (or check) the schema once per process; raises StoreUnavailable while down.
+
+        A schema that cannot be used (behind with ``migrate=false``, or newer than this plugin)
+        stops the server at start (:class:`RuntimeError`); found later, when the server was
+        unreachable at start, it is a 503 logged as an error, never a 500."""
         if self._schema_ready:
             return
         async with self._schema_lock:
@@ -152,7 +156,13 @@ class PostgresJobStore(PostgresWebhookRecords):
                         f"'python -m bifrost_async_postgres migrate --schema {schema}' first"
                     )
 
-            await self._call(run, checked=False)
+            try:
+                await self._call(run, checked=False)
+            except RuntimeError as exc:
+                if at_start:
+                    raise
+                log.error("postgres_store.schema_unusable", schema=schema, error=str(exc))
+                raise StoreUnavailable(f"the postgres store's schema is not usable: {exc}") from None
             self._schema_ready = True
 
     async def _call(self, op: Callable[[Connection], Awaitable[_T]], *, checked: bool = True) -> _T:

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog.testing
 from bifrost_async.jobs import JobStatus
 from bifrost_async.plugins import make_plugin_manager, store_registry
 from bifrost_async.store import WORKER_LOST_MESSAGE, StoreContext, StoreFactory, StoreUnavailable
@@ -20,6 +21,7 @@ from bifrost_async.testing import (
 )
 
 from bifrost_async_postgres import PostgresJobStore, PostgresStoreOptions, postgres_store
+from bifrost_async_postgres.server import PostgresServer
 from bifrost_async_postgres.sweep import sweep_once
 
 
@@ -154,6 +156,29 @@ async def test_migrate_false_refuses_an_unmigrated_schema(postgres_url: str, sch
     await migrating.close()
     await refusing.start()  # migrated now: it starts
     await refusing.close()
+
+
+async def test_an_unmigrated_schema_found_after_start_is_503(own_postgres: PostgresServer) -> None:
+    """With ``migrate=false`` and the server down at start, the check happens on the first
+    request that reaches the server: a 503 and an error log, never a 500."""
+    late = postgres_store(
+        StoreContext(
+            clock=FakeClock(), max_jobs=10, options=options(own_postgres.url, "late", migrate="false")
+        )
+    )
+    await late.start()  # the server is not running yet: not fatal
+    try:
+        own_postgres.start()
+        with (
+            structlog.testing.capture_logs() as logs,
+            pytest.raises(StoreUnavailable, match="schema is not usable"),
+        ):
+            await late.get(make_job(FakeClock()).id)
+        assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+            "postgres_store.schema_unusable"
+        ]
+    finally:
+        await late.close()
 
 
 async def test_a_server_that_is_down_is_503_not_a_crash() -> None:
