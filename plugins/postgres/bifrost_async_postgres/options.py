@@ -47,7 +47,8 @@ class PostgresStoreOptions:
     #: Seconds between sweeps that fail jobs whose lease ran out even if nobody polls them
     #: (0 turns the sweep off; polls still fail them).
     sweep_interval: float = 10.0
-    #: Seconds between purges of expired rows (reads already treat them as absent; 0: off).
+    #: Seconds between purges of expired rows (reads already treat them as absent; 0: off, but
+    #: then expired rows pile up and each create counts them for the bound).
     purge_interval: float = 60.0
     #: Expired rows one purge transaction deletes at most (a purge runs several while more remain).
     purge_batch: int = 1000
