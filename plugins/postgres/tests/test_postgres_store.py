@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -232,3 +233,33 @@ class TestPostgresWebhookRecords(WebhookRecordsContract):
         await built.start()
         yield built
         await built.close()
+
+
+async def test_the_periodic_purge_runs_by_itself(postgres_url: str, schema: str) -> None:
+    clock = FakeClock()
+    purging = postgres_store(
+        StoreContext(
+            clock=clock, max_jobs=10, options={**options(postgres_url, schema), "purge_interval": 0.05}
+        )
+    )
+    await purging.start()
+    try:
+        job = make_job(clock, ttl=5)
+        await purging.create(job)
+        running = processing(job, clock)
+        await purging.update(running, expect=(JobStatus.PENDING,))
+        await purging.update(finished(running, clock, result=1), expect=(JobStatus.PROCESSING,))
+        clock.advance(6)
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            end = asyncio.get_running_loop().time() + 20
+            while await conn.fetchval(f'SELECT count(*) FROM "{schema}".jobs') != 0:
+                assert asyncio.get_running_loop().time() < end, (
+                    "the purge task did not delete the expired row"
+                )
+                await asyncio.sleep(0.05)
+            assert await conn.fetchval(f'SELECT n FROM "{schema}".total') == 0
+        finally:
+            await conn.close()
+    finally:
+        await purging.close()
