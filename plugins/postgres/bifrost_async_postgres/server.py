@@ -54,11 +54,13 @@ class PostgresServer:
         if found is None:
             raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
         self.bindir = found
-        self.root = Path(tempfile.mkdtemp(prefix="bifrost-pg-"))
+        self._as_postgres = os.geteuid() == 0
+        # as root, under /tmp: the postgres user must be able to reach the directory, which a
+        # root-only $TMPDIR would forbid
+        self.root = Path(tempfile.mkdtemp(prefix="bifrost-pg-", dir="/tmp" if self._as_postgres else None))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.port = free_port()
-        self._as_postgres = os.geteuid() == 0
         self._initialized = False
 
     @property
