@@ -95,6 +95,11 @@ class PostgresJobStore(PostgresWebhookRecords):
             timeout=opts.connect_timeout,
             command_timeout=opts.command_timeout,
             max_inactive_connection_lifetime=60,
+            # asyncpg's default reset sends a query (UNLISTEN, RESET ALL, advisory unlock...) on
+            # every release, doubling the round trips of each operation; pooled connections hold
+            # no session state of ours (no SET, LISTEN or session lock), so only the driver's own
+            # reset runs, which still rolls back a transaction left open
+            reset=_keep_session,
         )
         try:
             await self._ensure_schema(at_start=True)
@@ -349,6 +354,10 @@ class PostgresJobStore(PostgresWebhookRecords):
             total += removed
             if removed < self.options.purge_batch:
                 return total
+
+
+async def _keep_session(connection: object) -> None:
+    """The pool's reset: nothing beyond the driver's own (see :meth:`PostgresJobStore.start`)."""
 
 
 def _float(value: float | None) -> float | None:
