@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import asyncpg
-from bifrost_async.webhook_store import HISTORY_PER_ENDPOINT, Replaced
 
 if TYPE_CHECKING:
     from .options import PostgresStoreOptions
@@ -18,6 +17,11 @@ if TYPE_CHECKING:
 
 #: How long one attempt's record is kept (as the Redis store keeps it).
 HISTORY_SECONDS = 7 * 24 * 3600
+#: Attempt records kept per endpoint: the core's ``HISTORY_PER_ENDPOINT``, repeated here because
+#: plugins import only the core's public modules (``WebhookRecordsContract`` checks the value).
+HISTORY_PER_ENDPOINT = 500
+#: What ``webhook_replace`` answers (the core's ``Replaced``).
+Replaced = Literal["ok", "missing", "conflict"]
 
 _T = TypeVar("_T")
 

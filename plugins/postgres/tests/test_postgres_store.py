@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 import asyncpg
 import pytest
 import structlog.testing
 from bifrost_async.jobs import JobStatus
-from bifrost_async.plugins import make_plugin_manager, store_registry
 from bifrost_async.store import WORKER_LOST_MESSAGE, StoreContext, StoreFactory, StoreUnavailable
 from bifrost_async.testing import (
     FakeClock,
@@ -56,9 +56,14 @@ async def store(postgres_url: str, schema: str) -> AsyncIterator[PostgresJobStor
 
 
 def test_registered_through_the_entry_point_as_shared() -> None:
-    registry = store_registry(make_plugin_manager())
-    assert registry.get("postgres") is postgres_store
-    assert registry.is_shared("postgres")  # serve --workers N accepts it
+    plugin = {ep.name: ep for ep in entry_points(group="bifrost_async")}["postgres"].load()
+    registered: dict[str, tuple[StoreFactory, bool]] = {}
+
+    def register(name: str, factory: StoreFactory, *, shared: bool = False) -> None:
+        registered[name] = (factory, shared)
+
+    plugin.register_stores(register)
+    assert registered == {"postgres": (postgres_store, True)}  # shared: serve --workers N accepts it
 
 
 async def test_record_is_the_jobs_json_without_credentials(
