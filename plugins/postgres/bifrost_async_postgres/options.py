@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from bifrost_async.store import parse_store_options
 
@@ -22,6 +22,8 @@ URL_ENV = "BIFROST_ASYNC_POSTGRES_URL"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: A schema name we can use unquoted-safe in SQL and in a NOTIFY channel name (at most 63 bytes).
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+#: libpq's ``sslmode`` values (asyncpg refuses others only when it connects).
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +67,17 @@ class PostgresStoreOptions:
 
     def validate(self) -> None:
         """Raise :class:`ValueError` naming the first option out of range."""
-        scheme = urlsplit(self.url).scheme
-        if scheme not in ("postgresql", "postgres"):
-            raise ValueError(f"postgres store url must be postgresql://, not {scheme!r}")
+        # the URL may hold a password: messages name what is wrong, never echo it
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - parses the port: "host:abc" raises here, not on first use
+        except ValueError:
+            raise ValueError("postgres store url is not a valid URL (check the host and port)") from None
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"postgres store url must be postgresql://, not {parts.scheme!r}")
+        sslmode = parse_qs(parts.query).get("sslmode", ["prefer"])[-1]
+        if sslmode not in _SSLMODES:
+            raise ValueError(f"postgres store url: sslmode must be one of {', '.join(_SSLMODES)}")
         if not _SCHEMA.fullmatch(self.schema):
             raise ValueError(
                 "postgres store option schema must be 1-48 of a-z, 0-9 and _ (not starting with a digit)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -216,6 +218,8 @@ def test_options_from_strings_and_environment(monkeypatch: pytest.MonkeyPatch) -
     [
         ({"urll": "postgresql://x"}, "unknown postgres store option"),
         ({"url": "redis://x"}, "must be postgresql://"),
+        ({"url": "postgresql://app:pw@db:port/x"}, "not a valid URL"),
+        ({"url": "postgresql://db/x?sslmode=sometimes"}, "sslmode must be one of"),
         ({"pool_size": "many"}, "must be a number"),
         ({"pool_size": 0}, "must be positive"),
         ({"schema": "Robert'); DROP TABLE"}, "schema must be"),
@@ -223,8 +227,9 @@ def test_options_from_strings_and_environment(monkeypatch: pytest.MonkeyPatch) -
     ],
 )
 def test_bad_options_fail_at_startup(given: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as raised:
         PostgresStoreOptions.from_mapping(given)
+    assert ":pw@" not in str(raised.value)  # a password in the URL is never repeated
 
 
 class TestPostgresWebhookRecords(WebhookRecordsContract):
@@ -268,3 +273,16 @@ async def test_the_periodic_purge_runs_by_itself(postgres_url: str, schema: str)
             await conn.close()
     finally:
         await purging.close()
+
+
+def test_a_bad_store_option_stops_serve_in_one_line() -> None:
+    """The real CLI refuses a bad Postgres store option before anything starts: one line, exit 2,
+    and a password in the URL is not repeated."""
+    command = [sys.executable, "-m", "bifrost_async", "serve", "--upstream", "http://127.0.0.1:9"]
+    command += ["--store", "postgres", "--store-option", "url=postgresql://app:pw-SECRET@db:port/x"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "bifrost-async: error: --store-option: store 'postgres': "
+        "postgres store url is not a valid URL (check the host and port)"
+    ]
