@@ -25,14 +25,14 @@ from bifrost_async.store import (
     StoreHost,
     StoreUnavailable,
     Waiters,
-    decode_cursor,
-    encode_cursor,
     wait_for_job,
 )
 
 from . import migrations
+from .claims import PostgresClaims
 from .events import listen
 from .guard import RETRYABLE, guard
+from .listing import list_jobs
 from .options import PostgresStoreOptions
 from .webhooks import PostgresWebhookRecords
 
@@ -43,7 +43,7 @@ _T = TypeVar("_T")
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Any]"
 
 
-class PostgresJobStore(PostgresWebhookRecords):
+class PostgresJobStore(PostgresClaims, PostgresWebhookRecords):
     """Jobs in PostgreSQL, shared by every process that uses the same database and schema; also
     the managed webhook endpoints and their history (:mod:`bifrost_async_postgres.webhooks`)."""
 
@@ -162,7 +162,7 @@ class PostgresJobStore(PostgresWebhookRecords):
                     )
 
             try:
-                await self._call(run, checked=False)
+                await self.call(run, checked=False)
             except RuntimeError as exc:
                 if at_start:
                     raise
@@ -170,8 +170,10 @@ class PostgresJobStore(PostgresWebhookRecords):
                 raise StoreUnavailable(f"the postgres store's schema is not usable: {exc}") from None
             self._schema_ready = True
 
-    async def _call(self, op: Callable[[Connection], Awaitable[_T]], *, checked: bool = True) -> _T:
-        """Run ``op`` on a pooled connection; one retry on a connection-level failure."""
+    async def call(self, op: Callable[[Connection], Awaitable[_T]], *, checked: bool = True) -> _T:
+        """Run ``op`` on a pooled connection, its failures as the core's store errors; one retry
+        on a connection-level failure (every write is idempotent). ``checked``: migrate or check
+        the schema first if that has not happened yet."""
         if self._pool is None:
             raise StoreUnavailable("the postgres store is not started")
         if checked and not self._schema_ready:
@@ -209,7 +211,7 @@ class PostgresJobStore(PostgresWebhookRecords):
             self.max_jobs,
             self.max_owner_jobs,
         )
-        stored = await self._call(lambda conn: conn.fetchval(self._sql_create, *args))
+        stored = await self.call(lambda conn: conn.fetchval(self._sql_create, *args))
         if stored == -1:
             raise StoreFull(f"the job store holds its maximum of {self.max_jobs} live jobs")
         if stored == -2:
@@ -220,7 +222,7 @@ class PostgresJobStore(PostgresWebhookRecords):
     async def get(self, job_id: str) -> Job | None:
         """See :meth:`bifrost_async.store.JobStore.get`."""
         now = float(self.clock())
-        raw = await self._call(lambda conn: conn.fetchval(self._sql_get, job_id, now))
+        raw = await self.call(lambda conn: conn.fetchval(self._sql_get, job_id, now))
         return None if raw is None else Job.from_record(json.loads(raw))
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
@@ -238,7 +240,7 @@ class PostgresJobStore(PostgresWebhookRecords):
             allowed,
             self.options.channel,
         )
-        written = await self._call(lambda conn: conn.fetchval(self._sql_update, *args))
+        written = await self.call(lambda conn: conn.fetchval(self._sql_update, *args))
         if written == 1 and job.status.terminal:
             self.waiters.wake(job.id)  # at once here; other processes hear the NOTIFY
         return bool(written == 1)
@@ -250,7 +252,7 @@ class PostgresJobStore(PostgresWebhookRecords):
     async def delete(self, job_id: str) -> bool:
         """See :meth:`bifrost_async.store.JobStore.delete`."""
         args = (job_id, float(self.clock()), self.options.channel)
-        removed = await self._call(lambda conn: conn.fetchval(self._sql_delete, *args))
+        removed = await self.call(lambda conn: conn.fetchval(self._sql_delete, *args))
         self.waiters.wake(job_id)
         return bool(removed == 1)
 
@@ -262,39 +264,7 @@ class PostgresJobStore(PostgresWebhookRecords):
             f" - (SELECT count(*) FROM {schema}.jobs WHERE owner = $1 AND expires_at <= $2)"
         )
         now = float(self.clock())
-        return int(await self._call(lambda conn: conn.fetchval(sql, owner, now)))
-
-    async def claim_idempotency_key(
-        self, claim: str, fingerprint: str, job_id: str, ttl: float
-    ) -> tuple[str | None, bool]:
-        """See :meth:`bifrost_async.store.JobStore.claim_idempotency_key`."""
-        now = float(self.clock())
-        sql = f"SELECT job_id, fingerprint FROM {self.options.quoted_schema}.claim_key($1, $2, $3, $4, $5)"
-        args = (claim, job_id, fingerprint, now + ttl, now)
-        held = await self._call(lambda conn: conn.fetchrow(sql, *args))
-        if held is None or held["job_id"] == job_id:
-            return None, True  # ours now, or ours already (a retry after a lost reply)
-        return str(held["job_id"]), held["fingerprint"] == fingerprint
-
-    async def find_idempotency_key(self, claim: str) -> tuple[str, str] | None:
-        """See :meth:`bifrost_async.store.JobStore.find_idempotency_key`."""
-        schema = self.options.quoted_schema
-        sql = (
-            f"SELECT job_id, fingerprint FROM {schema}.claims c"
-            f" WHERE claim = $1 AND {schema}.claim_live(c.job_id, c.lapses_at, $2)"
-        )
-        now = float(self.clock())
-        held = await self._call(lambda conn: conn.fetchrow(sql, claim, now))
-        return None if held is None else (str(held["job_id"]), str(held["fingerprint"]))
-
-    async def release_idempotency_key(self, claim: str, job_id: str) -> None:
-        """See :meth:`bifrost_async.store.JobStore.release_idempotency_key`."""
-        schema = self.options.quoted_schema
-        sql = (
-            f"DELETE FROM {schema}.claims WHERE claim = $1 AND job_id = $2"
-            f" AND NOT EXISTS (SELECT 1 FROM {schema}.jobs WHERE id = $2)"
-        )
-        await self._call(lambda conn: conn.execute(sql, claim, job_id))
+        return int(await self.call(lambda conn: conn.fetchval(sql, owner, now)))
 
     async def list_jobs(
         self,
@@ -305,55 +275,8 @@ class PostgresJobStore(PostgresWebhookRecords):
         cursor: str | None = None,
         limit: int = 20,
     ) -> tuple[list[Job], str | None]:
-        """See :meth:`bifrost_async.store.JobStore.list_jobs`: one indexed query per page
-        (``jobs_listing``: owner, type, ``created_at`` and id descending)."""
-        after = decode_cursor(cursor) if cursor is not None else None
-        where = ["owner = $1", "request_type = $2", "(expires_at IS NULL OR expires_at > $3)"]
-        args: list[Any] = [owner, request_type, float(self.clock())]
-        if status is not None:
-            args.append(status.value)
-            where.append(f"status = ${len(args)}")
-        if after is not None:
-            args += [after[0], after[1]]
-            where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
-        args.append(limit + 1)
-        sql = (
-            f"SELECT record FROM {self.options.quoted_schema}.jobs WHERE {' AND '.join(where)}"
-            f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
-        )
-        rows = await self._call(lambda conn: conn.fetch(sql, *args))
-        jobs = [Job.from_record(json.loads(row["record"])) for row in rows]
-        page = jobs[:limit]
-        return page, encode_cursor(page[-1]) if len(jobs) > limit and page else None
-
-    # -- for the sweep, the purge and the listener ---------------------------------------------
-
-    async def orphans(self, now: float, limit: int) -> list[Job]:
-        """Unfinished jobs whose lease ran out by ``now``, oldest lease first (``jobs_leases``)."""
-        sql = (
-            f"SELECT record FROM {self.options.quoted_schema}.jobs WHERE status IN ('pending', 'processing')"
-            " AND lease_expires_at IS NOT NULL AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2"
-        )
-        rows = await self._call(lambda conn: conn.fetch(sql, float(now), limit))
-        return [Job.from_record(json.loads(row["record"])) for row in rows]
-
-    async def purge(self) -> int:
-        """Delete expired rows, ``purge_batch`` per transaction, until none is left, and aged
-        webhook delivery records; how many jobs."""
-        await self.webhook_purge_history()
-        sql = f"SELECT {self.options.quoted_schema}.purge($1, $2)"
-        total = 0
-        batch = self.options.purge_batch
-        while True:
-            now = float(self.clock())
-
-            async def once(conn: Connection, now: float = now) -> int:
-                return int(await conn.fetchval(sql, now, batch))
-
-            removed = await self._call(once)
-            total += removed
-            if removed < self.options.purge_batch:
-                return total
+        """See :meth:`bifrost_async.store.JobStore.list_jobs` (and ``listing.py``)."""
+        return await list_jobs(self, owner, request_type, status=status, cursor=cursor, limit=limit)
 
 
 async def _keep_session(connection: object) -> None:

@@ -13,12 +13,14 @@ reads treat an expired row as absent already, so the purge only bounds the table
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 
 import structlog
+from bifrost_async.jobs import Job
 from bifrost_async.store import StoreError
 
-from .store import PostgresJobStore
+from .store import Connection, PostgresJobStore
 
 log = structlog.get_logger(__name__)
 
@@ -26,12 +28,41 @@ log = structlog.get_logger(__name__)
 BATCH = 100
 
 
+async def orphans(store: PostgresJobStore, now: float, limit: int) -> list[Job]:
+    """Unfinished jobs whose lease ran out by ``now``, oldest lease first (``jobs_leases``)."""
+    sql = (
+        f"SELECT record FROM {store.options.quoted_schema}.jobs WHERE status IN ('pending', 'processing')"
+        " AND lease_expires_at IS NOT NULL AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2"
+    )
+    rows = await store.call(lambda conn: conn.fetch(sql, float(now), limit))
+    return [Job.from_record(json.loads(row["record"])) for row in rows]
+
+
+async def purge(store: PostgresJobStore) -> int:
+    """Delete expired jobs, ``purge_batch`` per transaction, until none is left, and aged webhook
+    delivery records; how many jobs."""
+    await store.webhook_purge_history()
+    sql = f"SELECT {store.options.quoted_schema}.purge($1, $2)"
+    batch = store.options.purge_batch
+    total = 0
+    while True:
+        now = float(store.clock())
+
+        async def once(conn: Connection, now: float = now) -> int:
+            return int(await conn.fetchval(sql, now, batch))
+
+        removed = await store.call(once)
+        total += removed
+        if removed < batch:
+            return total
+
+
 async def sweep_once(store: PostgresJobStore) -> list[str]:
     """Fail every job whose lease ran out by the store's clock; the ids this call failed.
 
     Raises :class:`~bifrost_async.store.StoreUnavailable` when PostgreSQL is down."""
     failed: list[str] = []
-    for job in await store.orphans(store.clock(), BATCH):
+    for job in await orphans(store, store.clock(), BATCH):
         if store.host.holds(job.id):
             continue  # running here: a missed lease renewal does not make it an orphan
         if await store.host.fail_orphan(job):
@@ -46,7 +77,7 @@ async def sweep_forever(store: PostgresJobStore) -> None:
 
 async def purge_forever(store: PostgresJobStore) -> None:
     """Purge every ``purge_interval`` seconds until cancelled; an outage only skips a round."""
-    await _forever(store.options.purge_interval, store.purge, "purge")
+    await _forever(store.options.purge_interval, lambda: purge(store), "purge")
 
 
 async def _forever(interval: float, once: Callable[[], Awaitable[object]], what: str) -> None:

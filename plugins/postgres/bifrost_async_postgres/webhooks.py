@@ -32,11 +32,11 @@ def _text(value: object) -> str | None:
 
 class PostgresWebhookRecords:
     """Mixed into :class:`~bifrost_async_postgres.store.PostgresJobStore` (which provides
-    ``options`` and ``_call``)."""
+    ``options`` and ``call``)."""
 
     options: PostgresStoreOptions
 
-    async def _call(self, op: Callable[[Connection], Awaitable[_T]], *, checked: bool = True) -> _T:
+    async def call(self, op: Callable[[Connection], Awaitable[_T]], *, checked: bool = True) -> _T:
         raise NotImplementedError  # pragma: no cover - provided by the store
 
     def _wh(self, table: str) -> str:
@@ -44,20 +44,20 @@ class PostgresWebhookRecords:
 
     async def webhook_create(self, endpoint_id: str, name: str, document: str) -> bool:
         sql = f"INSERT INTO {self._wh('endpoints')} VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
-        status = await self._call(lambda conn: conn.execute(sql, endpoint_id, name, document))
+        status = await self.call(lambda conn: conn.execute(sql, endpoint_id, name, document))
         return status == "INSERT 0 1"
 
     async def webhook_get(self, endpoint_id: str) -> str | None:
         sql = f"SELECT document FROM {self._wh('endpoints')} WHERE id = $1"
-        return _text(await self._call(lambda conn: conn.fetchval(sql, endpoint_id)))
+        return _text(await self.call(lambda conn: conn.fetchval(sql, endpoint_id)))
 
     async def webhook_id_by_name(self, name: str) -> str | None:
         sql = f"SELECT id FROM {self._wh('endpoints')} WHERE name = $1"
-        return _text(await self._call(lambda conn: conn.fetchval(sql, name)))
+        return _text(await self.call(lambda conn: conn.fetchval(sql, name)))
 
     async def webhook_all(self) -> list[str]:
         sql = f"SELECT document FROM {self._wh('endpoints')}"
-        rows = await self._call(lambda conn: conn.fetch(sql))
+        rows = await self.call(lambda conn: conn.fetch(sql))
         return [str(row["document"]) for row in rows]
 
     async def webhook_replace(self, endpoint_id: str, name: str, document: str) -> Replaced:
@@ -70,7 +70,7 @@ class PostgresWebhookRecords:
                 return "conflict"  # another endpoint holds the name
             return "ok" if status == "UPDATE 1" else "missing"
 
-        return await self._call(replace)
+        return await self.call(replace)
 
     async def webhook_delete(self, endpoint_id: str) -> bool:
         sql = (
@@ -78,7 +78,7 @@ class PostgresWebhookRecords:
             f" counted AS (DELETE FROM {self._wh('counters')} WHERE endpoint_id IN (SELECT id FROM gone))"
             " SELECT count(*) FROM gone"
         )
-        return bool(await self._call(lambda conn: conn.fetchval(sql, endpoint_id)))
+        return bool(await self.call(lambda conn: conn.fetchval(sql, endpoint_id)))
 
     async def webhook_add_delivery(self, endpoint_id: str, delivery_id: str, document: str) -> None:
         table = self._wh("deliveries")
@@ -97,7 +97,7 @@ class PostgresWebhookRecords:
                 await conn.execute(insert, endpoint_id, delivery_id, document, time.time())
                 await conn.execute(trim, endpoint_id)
 
-        await self._call(add)
+        await self.call(add)
 
     async def webhook_deliveries(self, endpoint_id: str, offset: int, limit: int) -> tuple[list[str], int]:
         table = self._wh("deliveries")
@@ -109,11 +109,11 @@ class PostgresWebhookRecords:
             rows = await conn.fetch(page_sql, endpoint_id, offset, limit)
             return [str(row["document"]) for row in rows], total
 
-        return await self._call(read)
+        return await self.call(read)
 
     async def webhook_delivery(self, delivery_id: str) -> str | None:
         sql = f"SELECT document FROM {self._wh('deliveries')} WHERE delivery_id = $1"
-        return _text(await self._call(lambda conn: conn.fetchval(sql, delivery_id)))
+        return _text(await self.call(lambda conn: conn.fetchval(sql, delivery_id)))
 
     async def webhook_count(self, endpoint_id: str, success: bool, status_code: int | None) -> None:
         table = self._wh("counters")
@@ -131,11 +131,11 @@ class PostgresWebhookRecords:
                 " failures = c.failures + 1, consecutive_failures = c.consecutive_failures + 1,"
                 " last_failure_at = $2, last_status_code = coalesce($3, c.last_status_code)"
             )
-        await self._call(lambda conn: conn.execute(sql, endpoint_id, time.time(), status_code))
+        await self.call(lambda conn: conn.execute(sql, endpoint_id, time.time(), status_code))
 
     async def webhook_counters(self, endpoint_id: str) -> dict[str, Any]:
         sql = f"SELECT * FROM {self._wh('counters')} WHERE endpoint_id = $1"
-        row = await self._call(lambda conn: conn.fetchrow(sql, endpoint_id))
+        row = await self.call(lambda conn: conn.fetchrow(sql, endpoint_id))
         counters: dict[str, Any] = {"successes": 0, "failures": 0, "consecutive_failures": 0}
         if row is not None:
             for name, value in row.items():
@@ -146,4 +146,4 @@ class PostgresWebhookRecords:
     async def webhook_purge_history(self) -> None:
         """Drop delivery records older than :data:`HISTORY_SECONDS` (run by the purge)."""
         sql = f"DELETE FROM {self._wh('deliveries')} WHERE recorded_at < $1"
-        await self._call(lambda conn: conn.execute(sql, time.time() - HISTORY_SECONDS))
+        await self.call(lambda conn: conn.execute(sql, time.time() - HISTORY_SECONDS))

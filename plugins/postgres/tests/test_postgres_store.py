@@ -25,7 +25,7 @@ from bifrost_async.testing import (
 
 from bifrost_async_postgres import PostgresJobStore, PostgresStoreOptions, postgres_store
 from bifrost_async_postgres.server import PostgresServer
-from bifrost_async_postgres.sweep import sweep_once
+from bifrost_async_postgres.sweep import purge, sweep_once
 
 
 def options(url: str, schema: str, **more: Any) -> dict[str, Any]:
@@ -137,8 +137,8 @@ async def test_purge_deletes_expired_rows_and_frees_counters(
         await store.update(finished(running, clock, result=1), expect=(JobStatus.PROCESSING,))
     clock.advance(6)
     assert await store.owner_jobs("digest-of-someone") == 1  # expired rows already not counted
-    assert await store.purge() == 3
-    assert await store.purge() == 0
+    assert await purge(store) == 3
+    assert await purge(store) == 0
     conn = await asyncpg.connect(postgres_url)
     try:
         assert await conn.fetchval(f'SELECT n FROM "{schema}".total') == 1
