@@ -9,9 +9,6 @@ public plugin hooks and store contract.
 
 from __future__ import annotations
 
-from typing import Any
-
-import structlog
 from bifrost_async import hookimpl
 from bifrost_async.store import RegisterStore, StoreContext
 
@@ -20,13 +17,14 @@ from .store import PostgresJobStore
 
 __version__ = "0.1.0"
 
-log = structlog.get_logger(__name__)
-
 
 def postgres_store(context: StoreContext) -> PostgresJobStore:
-    """Factory for the ``postgres`` store: options from ``context.options`` (no I/O here: the
-    store connects in ``start``); the bound is the ``max_jobs`` store option if given, else the
-    middleware's ``max_jobs`` (0: no bound)."""
+    """Factory for the ``postgres`` store (no I/O: it connects in ``start``). Options (see
+    ``PostgresStoreOptions``): ``url`` (``postgresql://user@host:port/db``; default
+    ``$BIFROST_ASYNC_POSTGRES_URL`` or postgresql://postgres@127.0.0.1:5432/postgres), ``schema``
+    (default bifrost_async), ``pool_size``, ``connect_timeout``, ``command_timeout``, ``max_jobs``
+    (default: the middleware's; 0: no bound), ``sweep_interval`` and ``purge_interval`` (0: off),
+    ``purge_batch`` and ``migrate`` (false: refuse an unmigrated schema)."""
     options = PostgresStoreOptions.from_mapping(context.options)
     max_jobs = context.max_jobs if options.max_jobs is None else options.max_jobs
     return PostgresJobStore(
@@ -36,25 +34,10 @@ def postgres_store(context: StoreContext) -> PostgresJobStore:
 
 @hookimpl
 def register_stores(register: RegisterStore) -> None:
-    """Register the store ``postgres`` (the ``register_stores`` hook), shared across processes."""
+    """Register the store ``postgres`` (the ``register_stores`` hook), shared: every process on
+    the same database and schema sees the same jobs, bounds and wake-ups (so the core also warns,
+    ``async_jobs.owner_secret_missing``, when such a process has no ``owner_secret``)."""
     register("postgres", postgres_store, shared=True)
-
-
-@hookimpl
-def async_jobs_startup(middleware: Any) -> None:
-    """Warn (``postgres_store.owner_secret_missing``) when the middleware has no
-    ``owner_secret``: a shared database is readable by more people than one process's memory."""
-    store = getattr(middleware, "store", None)
-    if isinstance(store, PostgresJobStore) and not getattr(
-        getattr(middleware, "config", None), "owner_secret", None
-    ):
-        # unkeyed owner digests in a shared database let its readers test guessed credentials
-        log.warning(
-            "postgres_store.owner_secret_missing",
-            risk="owner digests in PostgreSQL are unkeyed SHA-256; "
-            "a reader of the database can test guessed credentials",
-            fix="set owner_secret (BIFROST_ASYNC_OWNER_SECRET), the same on every process",
-        )
 
 
 __all__ = ["PostgresJobStore", "PostgresStoreOptions", "postgres_store"]

@@ -1,7 +1,7 @@
 """The middleware on the Postgres store, in-process (httpx's ASGI transport) against a real
 PostgreSQL: 503 while the server is unreachable and recovery without a restart of the service;
 nothing secret in the database or the logs; an operator's broken schema is a 503, not a 500; a
-swept orphan reaches the ``job_finished`` observers; the owner-secret warning."""
+swept orphan reaches the ``job_finished`` observers; the core's owner-secret warning for a shared store."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ async def test_startup_warns_when_the_store_has_no_owner_secret(
     client = client_for(wrapped(postgres_url, schema, owner_secret=secret))
     with structlog.testing.capture_logs() as logs:
         assert (await client.get(f"{SUBMIT}/1f97b465-4c1e-4a4b-9d2e-6c3b8e0f2a11")).status_code == 404
-    warnings = [entry for entry in logs if entry["event"] == "postgres_store.owner_secret_missing"]
+    warnings = [entry for entry in logs if entry["event"] == "async_jobs.owner_secret_missing"]
     if secret is None:
         assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
     else:

@@ -1,7 +1,7 @@
-"""Two store instances on one schema stand for two processes: wake-ups, bounds, shares, claims
-and compare-and-sets hold across them; a PostgreSQL restart gives 503 while it is down, and
-waiters are neither stuck nor lost across it. (``SharedStoreContract`` from the kit will cover
-the first part once it lands; these stay as the Postgres-specific proof.)"""
+"""Two store instances on one schema stand for two processes, beyond the kit's
+``SharedStoreContract``: larger races (compare-and-sets, the bound, the share, claims) from both,
+a killed LISTEN connection (a notification missed meanwhile is not lost), and a PostgreSQL
+restart (503 while it is down; waiters are neither failed nor stuck across it)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from bifrost_async.jobs import JobStatus
 from bifrost_async.store import WORKER_LOST_MESSAGE, StoreContext, StoreFactory, StoreUnavailable
 from bifrost_async.testing import (
     FakeClock,
-    StoreContract,
+    SharedStoreContract,
     WebhookRecordsContract,
     finished,
     make_job,
@@ -33,8 +33,9 @@ def options(url: str, schema: str, **more: Any) -> dict[str, Any]:
     return {"url": url, "schema": schema, "sweep_interval": 0, "purge_interval": 0, **more}
 
 
-class TestPostgresStore(StoreContract):
-    """The shared contract; the bound holds across processes, so the store is bounded."""
+class TestPostgresStore(SharedStoreContract):
+    """The shared store contract, two instances on one schema of a real PostgreSQL standing for
+    two processes; the bound holds across processes, so the store is bounded."""
 
     bounded = True
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from typing import Any
@@ -30,16 +28,8 @@ SUBMIT = "/v1/async/chat/completions"
 SWEEP = 1
 #: Bound on anything that should happen promptly; only a lost wake-up or a stuck job reaches it.
 PROMPT = 30.0
-
-
-def lease_seconds() -> float:
-    """The lease the servers run with: 4 s when ``serve`` has a ``--lease-seconds`` option (read
-    from its ``--help``, the public surface), else the core's default (30 s), which only makes
-    the SIGKILL step slower."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bifrost_async", "serve", "--help"], capture_output=True, text=True, timeout=60
-    )
-    return 4.0 if "--lease-seconds" in done.stdout else 30.0
+#: The servers' --lease-seconds: a SIGKILLed server's jobs are orphans about this long after.
+LEASE = 4.0
 
 
 class Gates:
@@ -103,11 +93,8 @@ async def test_two_servers_share_jobs_survive_a_killed_worker_and_a_postgres_res
     gates = Gates()
     upstream = await aiohttp_server(gates.app())  # test servers cancel handlers on hang-up
     schema = "two"
-    lease = lease_seconds()
-    args = ["--store", "postgres", "--store-option", f"schema={schema}"]
+    args = ["--store", "postgres", "--store-option", f"schema={schema}", "--lease-seconds", str(LEASE)]
     args += ["--store-option", f"sweep_interval={SWEEP}", "--owner-secret", "same-on-both"]
-    if lease != 30.0:
-        args += ["--lease-seconds", str(lease)]
     env = {"BIFROST_ASYNC_POSTGRES_URL": own_postgres.url}  # the URL through the environment
     target = f"http://127.0.0.1:{upstream.port}"
     async with (
@@ -148,11 +135,11 @@ async def test_two_servers_share_jobs_survive_a_killed_worker_and_a_postgres_res
         a.process.send_signal(signal.SIGKILL)
         await a.process.wait()
         killed = time.monotonic()
-        lost = await final(client, b, polled, deadline=lease + PROMPT)
+        lost = await final(client, b, polled, deadline=LEASE + PROMPT)
         polled_after = time.monotonic() - killed
         assert lost["status"] == "failed" and lost["status_code"] == 500
         assert lost["error"]["error"]["code"] == "worker_lost"
-        end = time.monotonic() + lease + SWEEP + PROMPT
+        end = time.monotonic() + LEASE + SWEEP + PROMPT
         while await stored_status(own_postgres.url, schema, unpolled) != "failed":  # the sweep, on B
             assert time.monotonic() < end, "the sweep did not fail the unpolled orphan"
             await asyncio.sleep(0.2)
