@@ -3,8 +3,8 @@
 ``combined`` serves one trivial Starlette app two ways in the same process: under ``/bare`` the
 app itself, everywhere else the app wrapped by :class:`AsyncJobsMiddleware`. A/B comparisons
 therefore share the process, the event loop and the warm caches; the only difference is the
-middleware. Its store comes from the environment: ``BENCH_STORE`` (``memory``, ``redis`` or
-``sqlite``), ``BENCH_REDIS_URL`` and ``BENCH_SQLITE_PATH``.
+middleware. Its store comes from the environment: ``BENCH_STORE`` (``memory``, ``redis``,
+``sqlite`` or ``postgres``), ``BENCH_REDIS_URL``, ``BENCH_SQLITE_PATH`` and ``BENCH_POSTGRES_URL``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ def middleware_options() -> dict[str, Any]:
     if os.environ.get("BENCH_STORE") == "sqlite":
         options["store"] = "sqlite"
         options["store_options"] = {"path": os.environ["BENCH_SQLITE_PATH"]}
+    if os.environ.get("BENCH_STORE", "memory") == "postgres":
+        options["store"] = "postgres"
+        options["store_options"] = {"url": os.environ["BENCH_POSTGRES_URL"], "schema": "bench"}
     return options
 
 

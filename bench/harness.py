@@ -191,6 +191,28 @@ class RedisServer(Process):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class PostgresServer:
+    """A throw-away PostgreSQL (``bifrost_async_postgres.server``: ``initdb`` into a temporary
+    directory, ephemeral port, ``fsync`` off), for the Postgres store benchmark."""
+
+    def __init__(self) -> None:
+        try:
+            from bifrost_async_postgres.server import PostgresServer as Cluster
+        except ImportError:
+            raise Skip(
+                "the Postgres store plugin is not installed (pip install -e plugins/postgres)"
+            ) from None
+        try:
+            self.cluster = Cluster()
+        except FileNotFoundError as exc:
+            raise Skip(str(exc)) from None
+        self.cluster.start()
+        self.url = self.cluster.url
+
+    def stop(self) -> None:
+        self.cluster.destroy()
+
+
 class LoadGen:
     """The load generator process: one JSON command in, one JSON result out."""
 
@@ -222,7 +244,7 @@ class LoadGen:
 
 
 @contextmanager
-def started(*things: Process | LoadGen) -> Iterator[None]:
+def started(*things: Process | PostgresServer | LoadGen) -> Iterator[None]:
     try:
         yield
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import glob
 import importlib.util
 import os
 import platform
@@ -57,6 +58,10 @@ def machine() -> list[str]:
         redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[
             2
         ]
+    postgres = "not installed"
+    binary = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres")) or [shutil.which("postgres") or ""]
+    if binary[-1]:
+        postgres = subprocess.run([binary[-1], "--version"], capture_output=True, text=True).stdout.strip()
     import uvicorn
 
     return [
@@ -64,7 +69,7 @@ def machine() -> list[str]:
         f"- OS: {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, uvicorn {uvicorn.__version__} ({loop} loop, {http} parser), "
         f"one worker per server process",
-        f"- redis-server {redis.removeprefix('v=')}",
+        f"- redis-server {redis.removeprefix('v=')}; {postgres} (`fsync=off`, for the Postgres store rows)",
     ]
 
 

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "b5_redis",
     "b6_arq",
     "b7_sqlite",
+    "b8_postgres",
 )
 NOTES = Path(__file__).resolve().parent / "NOTES.md"
 

@@ -9,6 +9,7 @@ and every other one must still run.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib.util
 import random
 import shutil
@@ -48,6 +49,8 @@ def test_smoke_run_prints_every_benchmark() -> None:
         "redis": has_redis and importlib.util.find_spec("bifrost_async_redis") is not None,
         "arq": has_redis and all(importlib.util.find_spec(m) for m in ("arq", "bifrost_async_redis")),
         "sqlite": importlib.util.find_spec("bifrost_async_sqlite") is not None,
+        "postgres": importlib.util.find_spec("bifrost_async_postgres") is not None
+        and bool(glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")),
     }
     for name, runnable in optional.items():
         if runnable:
