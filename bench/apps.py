@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bifrost_async import AsyncJobsMiddleware
-from bifrost_async.logs import configure_logging
+from bifrost_async.proxy.logsetup import configure_logging
 
 BARE_PREFIX = "/bare"
 #: A ~1 KB JSON answer, for the memory benchmark's "1 KB results".

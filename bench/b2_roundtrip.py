@@ -37,7 +37,7 @@ LONG_POLL = 10.0
 
 def long_poll_supported() -> bool:
     """True when the core has the long-poll extension (``?wait=N``, ``Prefer: wait=N``)."""
-    from bifrost_async.config import AsyncJobsConfig
+    from bifrost_async.service.config import AsyncJobsConfig
 
     return "max_wait_seconds" in {field.name for field in dataclasses.fields(AsyncJobsConfig)}
 

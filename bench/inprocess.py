@@ -23,7 +23,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # after PYTHONPATH
 from bench.apps import bare, middleware_options
 from bench.harness import EMBED_BODY
 from bifrost_async import AsyncJobsMiddleware
-from bifrost_async.logs import configure_logging
+from bifrost_async.proxy.logsetup import configure_logging
 
 BODY = EMBED_BODY.encode()
 

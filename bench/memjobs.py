@@ -26,11 +26,11 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # after PYTHONPATH
 
 from bench.apps import KB_TEXT, bare
 from bifrost_async import AsyncJobsMiddleware
-from bifrost_async.default_plugins.memory import memory_store
+from bifrost_async.builtin.memory import memory_store
+from bifrost_async.core.outcome import CapturedResponse, apply_outcome, outcome_from_response
 from bifrost_async.errors import model_extra_fields
 from bifrost_async.jobs import Job, JobStatus, new_job_id
-from bifrost_async.logs import configure_logging
-from bifrost_async.results import CapturedResponse, apply_outcome, outcome_from_response
+from bifrost_async.proxy.logsetup import configure_logging
 from bifrost_async.store import StoreContext
 
 MODEL = "openai/gpt-4o-mini"

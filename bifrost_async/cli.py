@@ -18,10 +18,19 @@ import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from . import __version__
-from .client_cli import add_submit_parser, run_submit
-from .config import OptionError
-from .settings import BY_NAME, ENV_PREFIX, GROUPS, OPTIONS, ConfigError, parse_size, resolve, show_default
+from bifrost_async import __version__
+from bifrost_async.client.cli import add_submit_parser, run_submit
+from bifrost_async.proxy.settings import (
+    BY_NAME,
+    ENV_PREFIX,
+    GROUPS,
+    OPTIONS,
+    ConfigError,
+    parse_size,
+    resolve,
+    show_default,
+)
+from bifrost_async.service.config import OptionError
 
 __all__ = ["ConfigError", "build_app", "build_parser", "main", "parse_size", "resolve", "serve", "worker_app"]
 
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_stores() -> int:
     """``bifrost-async stores``: each registered store, whether it is shared, its plugin, and its
     factory's docstring (where a store says which options it takes)."""
-    from .plugins import PluginError, make_plugin_manager, store_registry
+    from bifrost_async.core.hooks import PluginError, make_plugin_manager, store_registry
 
     try:
         stores = store_registry(make_plugin_manager())
@@ -106,7 +115,7 @@ WORKER_VALUES_ENV = ENV_PREFIX + "_WORKER_VALUES"
 
 def build_app(values: Mapping[str, Any]) -> Any:
     """The proxy as one ASGI app, with the plugins its options turn on, for resolved ``values``."""
-    from .proxy import build_proxy
+    from bifrost_async.proxy.app import build_proxy
 
     upstream_options = {
         "connect_timeout": values["connect_timeout"],
@@ -125,7 +134,7 @@ def build_app(values: Mapping[str, Any]) -> Any:
 
 def worker_app() -> Any:
     """uvicorn's app factory in each worker process of ``serve --workers N``."""
-    from .logs import configure_logging
+    from bifrost_async.proxy.logsetup import configure_logging
 
     values = json.loads(os.environ[WORKER_VALUES_ENV])
     configure_logging(values["log_level"], values["log_format"])
@@ -135,7 +144,7 @@ def worker_app() -> Any:
 def _store_is_shared(name: str) -> bool:
     """Whether the store ``name`` was registered ``shared=True`` (an unknown name is left to the
     middleware, which names the stores there are)."""
-    from .plugins import PluginError, make_plugin_manager, store_registry
+    from bifrost_async.core.hooks import PluginError, make_plugin_manager, store_registry
 
     try:
         return store_registry(make_plugin_manager()).is_shared(name)
@@ -150,7 +159,7 @@ def serve(values: Mapping[str, Any]) -> int:
     import uvicorn
     from yarl import URL
 
-    from .logs import configure_logging
+    from bifrost_async.proxy.logsetup import configure_logging
 
     workers = values["workers"]
     if workers < 1:
@@ -178,7 +187,7 @@ def serve(values: Mapping[str, Any]) -> int:
         # The upstream's own Server and Date headers pass through; ours would duplicate them.
         "server_header": False,
         "date_header": False,
-        # X-Forwarded-For is ours to judge (--trusted-proxies, bifrost_async.forwarding): uvicorn's
+        # X-Forwarded-For is ours to judge (--trusted-proxies, bifrost_async.service.forwarding): uvicorn's
         # own proxy-headers mode would trust 127.0.0.1 behind our back and rewrite the peer.
         "proxy_headers": False,
         # Longer than the idle timeout of the pools in front, so they, not we, close idle
@@ -239,7 +248,7 @@ def _metrics_dir(values: Mapping[str, Any]) -> Iterator[None]:
 
 def _accepted_keys(values: Mapping[str, Any]) -> Any:
     """The accepted keys from ``--api-keys`` and ``--api-keys-file`` as digests, or ``None``."""
-    from .keys import AcceptedKeys
+    from bifrost_async.service.credentials import AcceptedKeys
 
     keys = [key for key in (values.get("api_keys") or "").split(",") if key.strip()]
     if values.get("api_keys_file"):
@@ -261,13 +270,13 @@ def _plugins(values: Mapping[str, Any]) -> tuple[list[Any], Callable[[Any], Any]
     wrap: Callable[[Any], Any] = lambda app: app  # noqa: E731
     on_delivery = None
     if values.get("metrics"):
-        from .metrics import MetricsPlugin
+        from bifrost_async.builtin.metrics import MetricsPlugin
 
         metrics = MetricsPlugin()
         plugins.append(metrics)
         wrap, on_delivery = metrics.wrap, metrics.record_webhook
     if values.get("webhooks") or values.get("admin_token"):
-        from .webhooks import WebhooksPlugin, load_endpoints
+        from bifrost_async.builtin.webhooks.plugin import WebhooksPlugin, load_endpoints
 
         endpoints = {}
         if values.get("webhooks"):

@@ -1,65 +1,25 @@
-"""The provider contract: where a job's captured request really runs."""
+"""Public module for plugin authors.
 
-from __future__ import annotations
+The provider protocol: what runs a captured request and returns the endpoint's response.
 
-import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+The code lives in :mod:`bifrost_async.core.provider`; this module re-exports its public names, so
+``from bifrost_async.provider import ...`` keeps working wherever the code moves.
+"""
 
-from .capture import CapturedRequest
-from .results import CapturedResponse
-
-
-class ProviderError(Exception):
-    """The request could not be run to a response; the job fails with ``status_code``.
-
-    Use 502 for an unreachable or broken upstream, 504 for a timeout, 500 for a crash.
-    ``message`` reaches the client, so it must not carry secrets or tracebacks.
-    """
-
-    def __init__(self, status_code: int, message: str, *, code: str = "provider_error") -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.code = code
-
-
-class ResultTooLarge(ProviderError):
-    """The response body is larger than ``max_result_bytes``."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            502, f"response body exceeds the result limit of {limit} bytes", code="result_too_large"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class ProviderContext:
-    """What a provider factory receives: the wrapped ASGI app (``None`` when there is none, as in
-    the standalone proxy) and the provider's own options (``AsyncJobsConfig.provider_options``)."""
-
-    app: Any
-    options: Mapping[str, Any]
-
-
-@runtime_checkable
-class Provider(Protocol):
-    """Runs captured requests and returns captured responses."""
-
-    async def start(self) -> None:
-        """Open sessions; called once before the first job runs."""
-
-    async def close(self) -> None:
-        """Close sessions; called once at shutdown, after the last job."""
-
-    async def execute(self, request: CapturedRequest, *, max_result_bytes: int) -> CapturedResponse:
-        """Run ``request`` (its ``path`` is already the synchronous path) and return the response.
-
-        Raise :class:`ProviderError` for a failure that has a clear cause, :class:`ResultTooLarge`
-        when the body exceeds ``max_result_bytes``. Cancellation (timeout, shutdown) must stop the
-        work. Any other exception fails the job with 500.
-        """
-        ...
-
-
-ProviderFactory = Callable[[ProviderContext], Provider]
+from bifrost_async.core.capture import CapturedRequest as CapturedRequest
+from bifrost_async.core.outcome import CapturedResponse as CapturedResponse
+from bifrost_async.core.provider import (
+    Provider as Provider,
+)
+from bifrost_async.core.provider import (
+    ProviderContext as ProviderContext,
+)
+from bifrost_async.core.provider import (
+    ProviderError as ProviderError,
+)
+from bifrost_async.core.provider import (
+    ProviderFactory as ProviderFactory,
+)
+from bifrost_async.core.provider import (
+    ResultTooLarge as ResultTooLarge,
+)

@@ -1,4 +1,4 @@
-"""The contract of the :class:`~bifrost_async.webhook_store.WebhookRecords` store capability, as
+"""The contract of the :class:`~bifrost_async.store.WebhookRecords` store capability, as
 tests (re-exported by :mod:`bifrost_async.testing`). Subclass it and provide a ``records``
 fixture that yields a started store."""
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .webhook_store import HISTORY_PER_ENDPOINT, WebhookRecords
+from .store import HISTORY_PER_ENDPOINT, WebhookRecords
 
 
 def _doc(name: str, **more: object) -> str:

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bifrost_async.routes import DEFAULT_ROUTES
+from bifrost_async.service.routes import DEFAULT_ROUTES
 
 SPEECH_BYTES = bytes(range(256)) * 4
 

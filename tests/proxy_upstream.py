@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bifrost_async.routes import DEFAULT_ROUTES
+from bifrost_async.service.routes import DEFAULT_ROUTES
 
 SPEECH_BYTES = bytes(range(256)) * 8
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-bf-vk", "x-goog-api-key")

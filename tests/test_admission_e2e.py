@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from bifrost_async import Job
-from bifrost_async import service as service_module
-from bifrost_async.capture import spool_body
-from bifrost_async.default_plugins.memory import MemoryStore
+from bifrost_async.builtin.memory import MemoryStore
+from bifrost_async.core.capture import spool_body
+from bifrost_async.service import jobs_service as service_module
 
 from .helpers import build_stack
 

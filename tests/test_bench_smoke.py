@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bifrost_async.default_plugins.memory import memory_store
+from bifrost_async.builtin.memory import memory_store
 from bifrost_async.jobs import Job, JobStatus, new_job_id, rfc3339
 from bifrost_async.store import StoreContext
 

@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from bifrost_async.cli import ConfigError, build_parser, parse_size, resolve
-from bifrost_async.logs import REDACTED, configure_logging, redact_credentials
+from bifrost_async.proxy.logsetup import REDACTED, configure_logging, redact_credentials
 
 from .proxy_support import ROOT, free_port, run_proxy
 from .proxy_upstream import make_upstream

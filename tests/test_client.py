@@ -23,7 +23,7 @@ from bifrost_async.client import (
     QueueFull,
     WaitTimeout,
 )
-from bifrost_async.client_cli import Progress
+from bifrost_async.client.cli import Progress
 
 from .helpers import build_stack
 from .proxy_support import CLIP, ProxyProcess, check_transcript, example_proxy

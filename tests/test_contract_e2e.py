@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bifrost_async.routes import DEFAULT_ROUTES, RouteSpec
+from bifrost_async.service.routes import DEFAULT_ROUTES, RouteSpec
 
 from .apps import SPEECH_BYTES
 from .helpers import RFC3339, UUID4, build_stack

@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from bifrost_async import AsyncJobsMiddleware
 from bifrost_async.cli import build_parser
-from bifrost_async.forwarding import forwarded_for, networks, parse_trusted_proxies
-from bifrost_async.settings import resolve
+from bifrost_async.proxy.settings import resolve
+from bifrost_async.service.forwarding import forwarded_for, networks, parse_trusted_proxies
 from tests.helpers import Recorder, Stack
 from tests.proxy_support import ROOT, run_proxy, wait_job
 from tests.proxy_upstream import STATE, make_upstream

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bifrost_async import AsyncJobsMiddleware
-from bifrost_async.routes import DEFAULT_ROUTES
+from bifrost_async.service.routes import DEFAULT_ROUTES
 
 from .apps import make_app
 from .helpers import Recorder, build_stack

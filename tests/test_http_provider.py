@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bifrost_async.capture import CapturedRequest
-from bifrost_async.default_plugins.http import HttpProvider, http_provider
-from bifrost_async.plugins import make_plugin_manager, provider_registry
+from bifrost_async.builtin.http_provider import HttpProvider, http_provider
+from bifrost_async.builtin.upstream import Upstream, UpstreamOptions
+from bifrost_async.core.capture import CapturedRequest
+from bifrost_async.core.hooks import make_plugin_manager, provider_registry
 from bifrost_async.provider import ProviderContext, ResultTooLarge
-from bifrost_async.upstream import Upstream, UpstreamOptions
 
 
 async def _inspect(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bifrost_async.default_plugins.memory import JOB_OVERHEAD, MemoryStore, memory_store
+from bifrost_async.builtin.memory import JOB_OVERHEAD, MemoryStore, memory_store
 from bifrost_async.jobs import JobStatus
 from bifrost_async.store import StoreContext, StoreFactory, StoreFull
 from bifrost_async.testing import FakeClock, StoreContract, WebhookRecordsContract, make_job

@@ -13,8 +13,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bifrost_async import AsyncJobsMiddleware
-from bifrost_async.metrics import MetricsPlugin
-from bifrost_async.webhook_delivery import DeliveryReport
+from bifrost_async.builtin.metrics import MetricsPlugin
+from bifrost_async.builtin.webhooks.delivery import DeliveryReport
 
 from .apps import make_app
 from .helpers import Recorder, Stack
@@ -103,7 +103,7 @@ async def test_queue_depth_and_running_while_a_job_is_held(serve: Any, http: htt
 WORKER = """
 import sys
 from bifrost_async.jobs import Job, JobStatus
-from bifrost_async.metrics import MetricsPlugin
+from bifrost_async.builtin.metrics import MetricsPlugin
 plugin = MetricsPlugin()
 for n in range(int(sys.argv[1])):
     job = Job(id=str(n), request_id="r", request_type="embedding", status=JobStatus.COMPLETED,

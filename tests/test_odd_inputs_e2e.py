@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bifrost_async.capture import spool_body
+from bifrost_async.core.capture import spool_body
 from bifrost_async.errors import AsyncJobError
 
 from .apps import scripted, scripted_app

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from bifrost_async import AsyncJobsMiddleware, RouteSpec
-from bifrost_async.openapi import openapi_document
-from bifrost_async.webhook_delivery import DeliveryPolicy
-from bifrost_async.webhooks import WebhookEndpoint, WebhooksPlugin
+from bifrost_async.builtin.webhooks.delivery import DeliveryPolicy
+from bifrost_async.builtin.webhooks.plugin import WebhookEndpoint, WebhooksPlugin
+from bifrost_async.http.openapi import openapi_document
 
 from .apps import make_app
 from .helpers import served_in_thread

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bifrost_async import AsyncJobsMiddleware, hookimpl
-from bifrost_async.config import AsyncJobsConfig
-from bifrost_async.default_plugins.memory import memory_store
-from bifrost_async.proxy import ProxyApp, build_proxy
+from bifrost_async.builtin.memory import memory_store
+from bifrost_async.proxy.app import ProxyApp, build_proxy
+from bifrost_async.service.config import AsyncJobsConfig
 from bifrost_async.store import StoreContext
 
 

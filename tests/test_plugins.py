@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from bifrost_async import AsyncJobsMiddleware, hookimpl, hookspecs
-from bifrost_async.default_plugins.memory import memory_store
-from bifrost_async.plugins import PluginError, make_plugin_manager, store_registry
+from bifrost_async.builtin.memory import memory_store
+from bifrost_async.core.hooks import PluginError, make_plugin_manager, store_registry
 
 from .helpers import build_stack
 
@@ -45,7 +45,7 @@ def test_defaults_are_registered_as_plugins() -> None:
     pm = make_plugin_manager(entry_points=False)
     assert store_registry(pm).names() == ["memory"]
     names = {pm.get_name(plugin) for plugin in pm.get_plugins()}
-    assert "bifrost_async.default_plugins.memory" in names
+    assert "bifrost_async.builtin.memory" in names
 
 
 def test_duplicate_store_name_names_both_plugins() -> None:
@@ -58,7 +58,7 @@ def test_duplicate_store_name_names_both_plugins() -> None:
     with pytest.raises(PluginError) as info:
         store_registry(pm)
     message = str(info.value)
-    assert "bifrost_async.default_plugins.memory" in message and "'memory'" in message
+    assert "bifrost_async.builtin.memory" in message and "'memory'" in message
     assert str(pm.get_name(next(p for p in pm.get_plugins() if isinstance(p, Rival)))) in message
 
 
@@ -78,7 +78,7 @@ def test_plugin_found_through_entry_point(tmp_path: Path, monkeypatch: pytest.Mo
     """A distribution that declares the ``bifrost_async`` entry point is loaded by default."""
     (tmp_path / "bifrost_async_shelf.py").write_text(
         "from bifrost_async import hookimpl\n"
-        "from bifrost_async.default_plugins.memory import memory_store\n"
+        "from bifrost_async.builtin.memory import memory_store\n"
         "@hookimpl\n"
         "def register_stores(register):\n"
         "    register('shelf', memory_store)\n"

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bifrost_async.routes import DEFAULT_ROUTES
+from bifrost_async.service.routes import DEFAULT_ROUTES
 
 from .apps import scripted_app
 from .helpers import Stack, build_stack

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bifrost_async.routes import DEFAULT_ROUTES, RouteSpec
+from bifrost_async.service.routes import DEFAULT_ROUTES, RouteSpec
 
 from .proxy_support import ProxyProcess, run_proxy, wait_job
 from .proxy_upstream import SPEECH_BYTES, STATE, UpstreamState, make_upstream

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from bifrost_async.default_plugins.memory import MemoryStore
+from bifrost_async.builtin.memory import MemoryStore
 from bifrost_async.hookspecs import hookimpl
 from bifrost_async.jobs import Job
-from bifrost_async.proxy import build_proxy
+from bifrost_async.proxy.app import build_proxy
 from bifrost_async.store import StoreContext, StoreFactory, StoreUnavailable
 from tests.proxy_support import ROOT, free_port, run_proxy
 from tests.proxy_upstream import make_upstream

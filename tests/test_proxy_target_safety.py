@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from bifrost_async.default_plugins.http import HttpProvider
+from bifrost_async.builtin.http_provider import HttpProvider
+from bifrost_async.builtin.upstream import UnsafeTarget, Upstream, UpstreamOptions
 from bifrost_async.provider import ProviderError
-from bifrost_async.upstream import UnsafeTarget, Upstream, UpstreamOptions
 from tests.proxy_support import run_proxy
 from tests.proxy_upstream import STATE, make_upstream
 from tests.test_http_provider import _request

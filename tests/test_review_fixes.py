@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from bifrost_async import AsyncJobError, AsyncJobsMiddleware, Job, JobStatus, hookimpl
-from bifrost_async.default_plugins.memory import MemoryStore
-from bifrost_async.prefer import replay_headers
+from bifrost_async.builtin.memory import MemoryStore
+from bifrost_async.service.prefer import replay_headers
 
 from .apps import make_app
 from .helpers import Recorder, build_stack

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from bifrost_async import AsyncJobsMiddleware, Job, JobStatus, hookimpl
-from bifrost_async.default_plugins.memory import memory_store
+from bifrost_async.builtin.memory import memory_store
 from bifrost_async.store import JobStore, RegisterStore, StoreContext, StoreHost
 from bifrost_async.testing import FakeClock, make_job, processing
 

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from bifrost_async import hookimpl
-from bifrost_async.plugins import PluginError, make_plugin_manager, store_registry
+from bifrost_async.core.hooks import PluginError, make_plugin_manager, store_registry
 from bifrost_async.store import RegisterStore, StoreContext, parse_store_options
 
 

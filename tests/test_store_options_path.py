@@ -134,7 +134,7 @@ def test_the_stores_verb_lists_each_store_whether_it_is_shared_and_its_options()
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     lines = result.stdout.splitlines()
-    assert "memory: one process only (plugin bifrost_async.default_plugins.memory)" in lines
+    assert "memory: one process only (plugin bifrost_async.builtin.memory)" in lines
     assert "max_bytes" in result.stdout  # from the memory factory's docstring
     if "redis: shared by every process (plugin redis)" in lines:  # with plugins/redis installed
         assert "``sweep_interval``" in result.stdout

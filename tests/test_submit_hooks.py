@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from bifrost_async import AsyncJobError, AsyncJobsMiddleware, Job, JobStatus, hookimpl
-from bifrost_async.capture import header_value
+from bifrost_async.core.capture import header_value
 
 from .apps import make_app
 from .helpers import build_stack

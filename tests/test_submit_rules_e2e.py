@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bifrost_async.errors import NOT_FOUND_MESSAGE
-from bifrost_async.routes import DEFAULT_ROUTES
+from bifrost_async.service.routes import DEFAULT_ROUTES
 from bifrost_async.testing import FakeClock
 
 from .helpers import build_stack

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bifrost_async.core.outcome import CapturedResponse, encode_result, error_from_body
 from bifrost_async.errors import model_extra_fields
 from bifrost_async.jobs import TRANSITIONS, Job, JobStatus, is_job_id, may_move, new_job_id, rfc3339
-from bifrost_async.results import CapturedResponse, encode_result, error_from_body
-from bifrost_async.routes import DEFAULT_ROUTES, RouteSpec, RouteTable
-from bifrost_async.service import parse_ttl
+from bifrost_async.service.jobs_service import parse_ttl
+from bifrost_async.service.routes import DEFAULT_ROUTES, RouteSpec, RouteTable
 
 
 @given(st.binary(max_size=40))

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from bifrost_async import AsyncJobError, hookimpl
-from bifrost_async.keys import AcceptedKeys
+from bifrost_async.service.credentials import AcceptedKeys
 
 from .helpers import build_stack
 

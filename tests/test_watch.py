@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from bifrost_async.default_plugins.memory import MemoryStore
+from bifrost_async.builtin.memory import MemoryStore
+from bifrost_async.core.watch import JobEndedElsewhere, run_watched
 from bifrost_async.jobs import JobStatus
 from bifrost_async.testing import FakeClock, make_job
-from bifrost_async.watch import JobEndedElsewhere, run_watched
 
 
 class CountingStore(MemoryStore):

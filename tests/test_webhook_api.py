@@ -12,10 +12,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from bifrost_async import AsyncJobsMiddleware
+from bifrost_async.builtin.webhooks.openapi import admin_paths
+from bifrost_async.builtin.webhooks.plugin import WebhooksPlugin, verify
 from bifrost_async.cli import main
-from bifrost_async.openapi import openapi_document
-from bifrost_async.webhook_openapi import admin_paths
-from bifrost_async.webhooks import WebhooksPlugin, verify
+from bifrost_async.http.openapi import openapi_document
 
 from .apps import make_app
 from .helpers import build_stack, served_in_thread
@@ -228,7 +228,7 @@ def test_a_short_admin_token_is_a_one_line_usage_error(capsys: pytest.CaptureFix
 
 
 async def test_endpoint_count_is_bounded(serve: Any, http: httpx.AsyncClient, monkeypatch: Any) -> None:
-    monkeypatch.setattr("bifrost_async.webhook_api.MAX_ENDPOINTS", 2)
+    monkeypatch.setattr("bifrost_async.http.webhook_admin.MAX_ENDPOINTS", 2)
     _, _, api = await admin_stack(serve)
     for n in range(2):
         assert (

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bifrost_async.builtin.webhooks.delivery import DeliveryPolicy
+from bifrost_async.builtin.webhooks.plugin import WebhookEndpoint, WebhooksPlugin, verify
 from bifrost_async.store import StoreUnavailable
-from bifrost_async.webhook_delivery import DeliveryPolicy
-from bifrost_async.webhooks import WebhookEndpoint, WebhooksPlugin, verify
 
 from .helpers import build_stack
 from .webhook_support import FAST, SECRET, Reports

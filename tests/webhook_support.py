@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bifrost_async.webhook_delivery import DeliveryPolicy, DeliveryReport
+from bifrost_async.builtin.webhooks.delivery import DeliveryPolicy, DeliveryReport
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 #: Bifrost's back-off (30 s doubling, capped at 30 min) shrunk to milliseconds.

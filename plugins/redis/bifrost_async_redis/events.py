@@ -15,7 +15,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
-from bifrost_async.waiters import Waiters
+from bifrost_async.store import Waiters
 
 if TYPE_CHECKING:
     from .store import RedisJobStore

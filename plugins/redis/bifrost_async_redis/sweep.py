@@ -5,7 +5,7 @@ The core already fails such a job on its next poll. Without a poll, the job woul
 the ``job_finished`` results and holding a place in the store's bound. Every process sharing the
 store sweeps; the compare-and-set update makes sure exactly one of them fails each orphan, with
 the same status (500), code (``worker_lost``) and message as a poll would
-(:func:`bifrost_async.results.worker_lost`).
+(:func:`bifrost_async.core.outcome.worker_lost`).
 
 The sweep also repairs the indexes when a job's hash vanished without our scripts (eviction, an
 operator's ``DEL``): the unfinished job's entry would otherwise hold a place in the bound forever.

@@ -1,4 +1,4 @@
-"""The Redis store's :class:`~bifrost_async.webhook_store.WebhookRecords`: managed webhook
+"""The Redis store's :class:`~bifrost_async.core.webhook_records.WebhookRecords`: managed webhook
 endpoints and their delivery history, shared by every process on the same server and prefix.
 
 Keys (under the store's prefix): ``wh:ep:<id>`` the endpoint's document (credentials already
@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from bifrost_async.webhook_store import HISTORY_PER_ENDPOINT, Replaced
+from bifrost_async.store import HISTORY_PER_ENDPOINT, Replaced
 
 from .guard import guard
 

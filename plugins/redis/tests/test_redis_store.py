@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from bifrost_async.core.hooks import make_plugin_manager, store_registry
+from bifrost_async.core.outcome import WORKER_LOST_MESSAGE
 from bifrost_async.jobs import JobStatus
-from bifrost_async.plugins import make_plugin_manager, store_registry
-from bifrost_async.results import WORKER_LOST_MESSAGE
 from bifrost_async.store import StoreContext, StoreFactory, StoreFull
 from bifrost_async.testing import FakeClock, SharedStoreContract, finished, make_job, processing
 

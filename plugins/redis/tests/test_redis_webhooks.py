@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from bifrost_async import AsyncJobsMiddleware
+from bifrost_async.builtin.webhooks.plugin import WebhooksPlugin, verify
 from bifrost_async.testing import WebhookRecordsContract
-from bifrost_async.webhooks import WebhooksPlugin, verify
 from tests.apps import make_app
 from tests.webhook_support import FAST, Receiver, Reports
 

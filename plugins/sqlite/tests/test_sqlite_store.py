@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from bifrost_async import AsyncJobsMiddleware
+from bifrost_async.core.hooks import make_plugin_manager, store_registry
 from bifrost_async.jobs import JobStatus
-from bifrost_async.plugins import make_plugin_manager, store_registry
 from bifrost_async.store import StoreContext, StoreHost, StoreUnavailable
 from bifrost_async.testing import FakeClock, finished, make_job, processing
 

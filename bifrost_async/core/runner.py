@@ -1,0 +1,388 @@
+"""The bounded worker pool that runs jobs in the background.
+
+A fixed number of worker tasks take jobs from a queue whose length is bounded by reservations:
+a submit reserves a slot before it stores its job, so a full queue answers 429 and never grows.
+Each run is wrapped in a per-job timeout; on shutdown, queued and running jobs get a grace period
+and whatever has not finished by then is failed with a clear error, so nothing stays
+``processing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import cast
+
+import pluggy
+import structlog
+
+from bifrost_async.core.capture import CapturedRequest
+from bifrost_async.core.hooks import notify
+from bifrost_async.core.jobs import Job, JobStatus
+from bifrost_async.core.logfields import exception_fields
+from bifrost_async.core.outcome import (
+    CapturedResponse,
+    Outcome,
+    apply_outcome,
+    failure,
+    outcome_from_response,
+)
+from bifrost_async.core.provider import Provider, ProviderError
+from bifrost_async.core.store import JobStore, StoreError
+from bifrost_async.core.watch import JobEndedElsewhere, run_watched
+from bifrost_async.service.config import AsyncJobsConfig
+
+log = structlog.get_logger(__name__)
+
+#: Seconds a cancelled run may take to unwind before its worker moves on.
+_CANCEL_GRACE = 5.0
+#: Responses larger than this are turned into results in a thread, off the event loop.
+_OFF_LOOP_BYTES = 1024 * 1024
+
+
+@dataclasses.dataclass
+class WorkItem:
+    """A stored job and the captured request it will replay (already aimed at the sync path)."""
+
+    job: Job
+    request: CapturedRequest
+    enqueued_at: float = dataclasses.field(default_factory=time.monotonic)
+    #: Set when the job was cancelled while queued: its slot and spool are freed at once, and the
+    #: worker that meets it in the queue skips it.
+    discarded: bool = False
+
+
+def default_worker_name() -> str:
+    """``host:pid``, recorded on the jobs a process runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class JobRunner:
+    """Runs jobs with ``config.concurrency`` workers over a queue of ``config.queue_size``."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        provider: Provider,
+        pm: pluggy.PluginManager,
+        config: AsyncJobsConfig,
+        worker_name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.pm = pm
+        self.config = config
+        self.clock: Callable[[], float] = config.clock
+        self.worker_name = worker_name or default_worker_name()
+        self.accepting = False
+        self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
+        self._reserved = 0
+        #: Jobs each owner has queued or running here (its share: ``config.owner_queue_share()``).
+        self._by_owner: dict[str, int] = {}
+        #: Slots reserved by submits still being admitted (spooling, storing): shutdown waits for
+        #: them, so that a job stored while it drains is still run or failed, never left pending.
+        self._admitting = 0
+        self._admitted = asyncio.Event()
+        self._admitted.set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._running: dict[str, tuple[Job, asyncio.Task[object]]] = {}
+        self._queued: dict[str, WorkItem] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+        #: Set when the shutdown grace is over: workers fail what they take instead of running it.
+        self._closing = False
+
+    # -- submit side ---------------------------------------------------------------------------
+
+    def reserve(self, owner: str = "") -> bool:
+        """Take a queue slot for a job of ``owner`` about to be stored; ``False`` when the queue
+        is full, the owner has its share of it, or the runner is stopping."""
+        share = self.config.owner_queue_share()
+        if not self.accepting or self._reserved >= self.config.queue_size:
+            return False
+        if share and self._by_owner.get(owner, 0) >= share:
+            return False
+        self._reserved += 1
+        self._by_owner[owner] = self._by_owner.get(owner, 0) + 1
+        self._admitting += 1
+        self._admitted.clear()
+        return True
+
+    def owner_full(self, owner: str) -> bool:
+        """True when ``owner`` has its share of this process's queue (queued plus running)."""
+        share = self.config.owner_queue_share()
+        return bool(share) and self._by_owner.get(owner, 0) >= share
+
+    def release(self, owner: str = "") -> None:
+        """Give back a slot whose job was never enqueued (refused, or its store write failed)."""
+        self._reserved -= 1
+        self._owner_done(owner)
+        self._admission_over()
+
+    def enqueue(self, item: WorkItem) -> bool:
+        """Queue a stored job into the slot that :meth:`reserve` took. ``False`` (nothing queued,
+        the slot still held: :meth:`release` it) once shutdown has failed what was queued: no
+        worker would ever take the job."""
+        if self._closing:
+            return False
+        self._queued[item.job.id] = item
+        self._queue.put_nowait(item)
+        self._admission_over()
+        return True
+
+    def discard(self, job_id: str) -> bool:
+        """Drop a queued job (it was cancelled): its slot, its owner's share and its spool are
+        freed now rather than when a worker reaches it. ``False`` if it is not queued here."""
+        item = self._queued.pop(job_id, None)
+        if item is None:
+            return False
+        item.discarded = True
+        self._reserved -= 1
+        self._owner_done(item.job.owner)
+        item.request.close()
+        return True
+
+    def _owner_done(self, owner: str) -> None:
+        left = self._by_owner.get(owner, 0) - 1
+        if left > 0:
+            self._by_owner[owner] = left
+        else:
+            self._by_owner.pop(owner, None)  # owners with nothing here leave nothing behind
+
+    def _admission_over(self) -> None:
+        self._admitting -= 1
+        if self._admitting == 0:
+            self._admitted.set()
+
+    @property
+    def queued(self) -> int:
+        return self._reserved
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1-based place of a job in this process's queue (``None``: not queued here)."""
+        for position, queued_id in enumerate(self._queued, start=1):
+            if queued_id == job_id:
+                return position
+        return None
+
+    def owns(self, job_id: str) -> bool:
+        """True while this runner holds the job (queued or running): its lease is alive."""
+        return job_id in self._queued or job_id in self._running
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.accepting = True
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"bifrost-async-worker-{n}")
+            for n in range(self.config.concurrency)
+        ]
+        self._lease_task = asyncio.create_task(self._renew_leases(), name="bifrost-async-leases")
+
+    async def stop(self) -> None:
+        """Stop accepting, let work finish within ``shutdown_grace``, fail what is left."""
+        self.accepting = False
+        try:
+            # submits already admitted (their store write in flight) are queued before the drain
+            async with asyncio.timeout(self.config.shutdown_grace):
+                await self._admitted.wait()
+                await self._queue.join()
+        except TimeoutError:
+            log.warning("runner.grace_expired", queued=self._queue.qsize(), running=len(self._running))
+        self._closing = True  # before any await: no worker may start a job from here on
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item.discarded:
+                self._queue.task_done()
+            else:
+                await self._fail_unstarted(self._take(item))
+        for _, task in list(self._running.values()):
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 10)
+        tasks = [*self._workers, *([self._lease_task] if self._lease_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers, self._lease_task = [], None
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item.discarded:  # cancelled while queued: its slot was freed then
+                self._queue.task_done()
+                continue
+            self._take(item)
+            if self._closing:
+                await self._fail_unstarted(item)
+                continue
+            # bind/reset rather than bound_contextvars: the same effect without a generator
+            # context manager and a scan of every bound variable, once per job
+            tokens = structlog.contextvars.bind_contextvars(
+                job_id=item.job.id, request_type=item.job.request_type
+            )
+            try:
+                await self._run(item)
+            except Exception as exc:
+                log.error("job.runner_error", **exception_fields(exc))
+            finally:
+                structlog.contextvars.reset_contextvars(**tokens)
+                item.request.close()
+                self._owner_done(item.job.owner)
+                self._queue.task_done()
+
+    def _take(self, item: WorkItem) -> WorkItem:
+        """Account for an item leaving the queue (its slot and its queued entry)."""
+        self._reserved -= 1
+        self._queued.pop(item.job.id, None)
+        return item
+
+    async def _fail_unstarted(self, item: WorkItem) -> None:
+        """Fail a queued job that shutdown will not let start, and drop its spool."""
+        reason = "the server shut down before the job started"
+        await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
+        item.request.close()
+        self._owner_done(item.job.owner)
+        self._queue.task_done()
+
+    async def _run(self, item: WorkItem) -> None:
+        job = item.job
+        now = self.clock()
+        job.status = JobStatus.PROCESSING
+        job.started_at = now
+        job.worker = self.worker_name
+        job.lease_expires_at = now + self.config.lease_seconds
+        if not await self._store_update(job, expect=JobStatus.PENDING, attempts=3):
+            log.warning("job.not_started", reason="the stored job is no longer pending")
+            return
+        queue_wait = time.monotonic() - item.enqueued_at
+        log.info("job.started", queue_wait_ms=round(queue_wait * 1000, 1))
+        notify(self.pm, "job_started", job=job)
+        started = time.monotonic()
+        try:
+            outcome = await self._execute(item)
+        except Exception:  # a bug of ours must not leave the job processing
+            outcome = failure(
+                500,
+                "internal error while running the job",
+                job.extra_fields,
+                type="server_error",
+                code="internal_error",
+            )
+        if outcome is None:  # cancelled (or removed) while it ran: the store holds its end already
+            log.info("job.cancelled")
+            return
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        await self._finish(job, outcome, expect=JobStatus.PROCESSING, duration_ms=duration_ms)
+
+    async def _execute(self, item: WorkItem) -> Outcome | None:
+        job = item.job
+        if self._closing:  # shutdown began while this job was being marked processing
+            return self._shutdown_failure(job, "the server shut down before the job finished")
+        task: asyncio.Task[object] = asyncio.create_task(
+            self.provider.execute(item.request, max_result_bytes=self.config.max_result_bytes)
+        )
+        self._running[job.id] = (job, task)
+        try:
+            async with asyncio.timeout(self.config.job_timeout):
+                ran = await run_watched(task, self.store, job.id, self.config.job_timeout + 1)
+            response = cast(CapturedResponse, ran)
+        except JobEndedElsewhere:
+            return None
+        except TimeoutError:
+            return failure(
+                504,
+                f"the job did not finish within its timeout of {self.config.job_timeout:g} s",
+                job.extra_fields,
+                type="timeout_error",
+                code="job_timeout",
+            )
+        except ProviderError as exc:
+            return failure(
+                exc.status_code, exc.message, job.extra_fields, type="provider_error", code=exc.code
+            )
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            failed = self._shutdown_failure(job, "the server shut down before the job finished")
+            if current is not None and current.cancelling():
+                # the worker itself is being stopped (the run ignored cancellation for the whole
+                # shutdown): record the failure anyway, so the job is not left processing
+                await asyncio.shield(self._finish(job, failed, expect=JobStatus.PROCESSING))
+                raise
+            return failed
+        except Exception as exc:
+            log.error("job.crashed", **exception_fields(exc))
+            return failure(
+                500,
+                f"the request crashed while running ({type(exc).__name__})",
+                job.extra_fields,
+                type="server_error",
+                code="job_crashed",
+            )
+        finally:
+            if not task.done():  # a run that ignores cancellation keeps its slot a little longer,
+                task.cancel()  # so that real concurrency never exceeds the configured one
+                await asyncio.wait({task}, timeout=_CANCEL_GRACE)
+            self._running.pop(job.id, None)
+        if len(response.body) > _OFF_LOOP_BYTES:
+            # parsing and encoding a large body would stall every other request meanwhile
+            return await asyncio.to_thread(outcome_from_response, response, job.extra_fields)
+        return outcome_from_response(response, job.extra_fields)
+
+    def _shutdown_failure(self, job: Job, reason: str) -> Outcome:
+        return failure(500, reason, job.extra_fields, type="server_error", code="server_shutdown")
+
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, extend the lease of each job this runner holds, so another
+        process sharing the store can tell a live job from one whose worker died."""
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            held = [item.job for item in self._queued.values()]
+            held += [job for job, _ in self._running.values()]
+            for job in held:
+                if job.status.terminal:
+                    continue
+                job.lease_expires_at = self.clock() + self.config.lease_seconds
+                try:
+                    await self._store_update(job, expect=job.status)
+                except Exception as exc:  # one odd store error must not end renewals for good
+                    log.error("job.lease_renewal_failed", job_id=job.id, **exception_fields(exc))
+
+    async def _finish(
+        self, job: Job, outcome: Outcome, *, expect: JobStatus, duration_ms: float | None = None
+    ) -> None:
+        apply_outcome(job, outcome, self.clock())
+        if await self._store_update(job, expect=expect, attempts=5):
+            event = "job.completed" if outcome.ok else "job.failed"
+            log.info(
+                event,
+                job_id=job.id,
+                request_type=job.request_type,
+                status=job.status.value,
+                status_code=job.status_code,
+                duration_ms=duration_ms,
+            )
+            notify(self.pm, "job_finished", job=job)
+
+    async def _store_update(self, job: Job, *, expect: JobStatus, attempts: int = 1) -> bool:
+        """Write ``job`` if the stored status is ``expect``; retry a store outage a few times, so a
+        brief blip does not lose a finished job's outcome."""
+        for attempt in range(attempts):
+            try:
+                return await self.store.update(job.copy(), expect=(expect,))
+            except StoreError as exc:
+                log.warning("job.store_error", error=str(exc), attempt=attempt + 1)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        return False

@@ -1,1 +1,0 @@
-"""The built-in plugins: ordinary plugins, listed in ``bifrost_async.plugins.DEFAULT_PLUGINS``."""

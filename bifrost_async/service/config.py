@@ -1,0 +1,226 @@
+"""Configuration of the async job layer: one frozen dataclass, validated when built."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bifrost_async.service.credentials import AcceptedKeys
+from bifrost_async.service.forwarding import parse_trusted_proxies
+from bifrost_async.service.routes import DEFAULT_ROUTES, RouteSpec, RouteTable
+
+MB = 1024 * 1024
+
+
+class OptionError(ValueError):
+    """An option of the middleware (or the proxy) has a value it cannot use.
+
+    ``option`` is the option's name (``concurrency``, ``store_options``), ``problem`` says what is
+    wrong and what is allowed; ``str()`` is both in one line. The CLI shows ``option`` as its flag.
+    """
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(f"{option}: {problem}")
+
+
+#: Options that are whole numbers, and those that are any number (seconds): checked for their
+#: type first, so ``concurrency="8"`` names the option instead of failing a comparison later.
+_INTEGERS = (
+    "max_body_bytes",
+    "max_header_bytes",
+    "spool_memory_bytes",
+    "concurrency",
+    "queue_size",
+    "max_result_bytes",
+    "max_jobs",
+    "default_ttl",
+    "max_ttl",
+    "retry_after",
+)
+_NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncJobsConfig:
+    """Every option of :class:`~bifrost_async.AsyncJobsMiddleware`.
+
+    Pass them as keyword arguments to the middleware (``AsyncJobsMiddleware(app, concurrency=8)``)
+    or build this object and pass ``config=``. Sizes are bytes, durations seconds.
+    """
+
+    #: URL prefix the async routes live under.
+    prefix: str = "/v1/async"
+    #: Request type -> synchronous path the job is replayed to (e.g. ``{"transcription":
+    #: "/api/transcribe"}``).
+    route_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Extra or replacement request types.
+    extra_routes: tuple[RouteSpec, ...] = ()
+    #: Name of the job store (a store plugin registers it): ``"memory"`` is built in.
+    store: str = "memory"
+    #: Options handed to the store's factory (e.g. ``{"url": "redis://..."}``).
+    store_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Name of the provider that runs jobs: ``"asgi"`` replays into the wrapped app.
+    provider: str = "asgi"
+    #: Options handed to the provider's factory.
+    provider_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Largest accepted request body; larger gets 413.
+    max_body_bytes: int = 100 * MB
+    #: Largest total size of request headers on an async route; larger gets 431.
+    max_header_bytes: int = 32 * 1024
+    #: Bodies up to this size stay in memory while spooled; larger ones go to a temporary file.
+    spool_memory_bytes: int = 256 * 1024
+    #: Directory for spool files (``None``: the system's temporary directory).
+    spool_dir: str | None = None
+    #: Jobs run at once.
+    concurrency: int = 4
+    #: Jobs accepted and waiting for a worker; beyond this a submit gets 429.
+    queue_size: int = 1000
+    #: Seconds one job may run before it fails with 504.
+    job_timeout: float = 600.0
+    #: Largest response body kept as a job's result; larger fails the job.
+    max_result_bytes: int = 50 * MB
+    #: Jobs kept by the memory store, finished or not; when full, submits get 503.
+    max_jobs: int = 10_000
+    #: Live jobs one owner may hold in the store (one credential; all anonymous callers together
+    #: are one owner); beyond it that owner's submits get 429 ``owner_quota_exceeded`` while
+    #: others go on. ``None``: half of ``max_jobs``; 0: no share. Holds across processes on a
+    #: shared store.
+    owner_max_jobs: int | None = None
+    #: Jobs of one owner queued or running in this process; beyond it its submits get 429.
+    #: ``None``: half of ``queue_size``; 0: no share.
+    owner_queue_size: int | None = None
+    #: Longest a *failed* job is kept, in seconds, whatever TTL its caller asked for: junk that
+    #: fails (e.g. 401 at replay) must not hold its owner's share of the store for days.
+    max_failed_ttl: int = 3600
+    #: Result TTL when the client sends none (or an invalid one).
+    default_ttl: int = 3600
+    #: Largest TTL a client may ask for; larger requests are clamped to it.
+    max_ttl: int = 7 * 24 * 3600
+    #: Seconds a worker's lease on a running job lasts; it is renewed at a third of that.
+    lease_seconds: float = 30.0
+    #: On shutdown, seconds running and queued jobs get to finish before they are failed.
+    shutdown_grace: float = 30.0
+    #: The ``Retry-After`` value sent with 202, 429 and 503 answers.
+    retry_after: int = 1
+    #: Longest long-poll (``?wait=N``, ``Prefer: wait=N``) in seconds; longer asks are capped to
+    #: it, 0 turns long-polling off (answers come at once, as without the extension).
+    max_wait_seconds: float = 30.0
+    #: Secret for the owner digest (HMAC-SHA256); without it a plain SHA-256 is used. Must be the
+    #: same on every process that shares a store.
+    owner_secret: str | None = None
+    #: The operator's accepted API keys and virtual keys (digests only), checked at submit by the
+    #: built-in ``keys`` plugin: unknown virtual keys get 400, unknown API keys 401. As a keyword
+    #: option a list of keys is accepted and digested at once with ``owner_secret``.
+    api_keys: AcceptedKeys | None = None
+    #: Header-driven async (``x-bf-async``) routes to add or change: path -> ``"openai"``,
+    #: ``"anthropic"`` or ``"off"`` (removes a default route). See docs/HEADER_ASYNC.md.
+    header_async_routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Peers (IP addresses or CIDR networks; a comma-separated string is accepted) whose
+    #: ``X-Forwarded-For`` is believed and appended to; from any other peer the header is replaced
+    #: by the peer's address (see :mod:`bifrost_async.service.forwarding`). Empty: trust no one.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Clock returning epoch seconds; tests inject their own.
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        positive = (
+            "max_body_bytes",
+            "max_header_bytes",
+            "concurrency",
+            "queue_size",
+            "job_timeout",
+            "max_result_bytes",
+            "max_jobs",
+            "default_ttl",
+            "max_ttl",
+            "lease_seconds",
+            "retry_after",
+            "max_failed_ttl",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise OptionError(name, f"must be positive, got {getattr(self, name)!r}")
+        for name in ("spool_memory_bytes", "shutdown_grace", "max_wait_seconds"):
+            if getattr(self, name) < 0:
+                raise OptionError(name, f"must not be negative, got {getattr(self, name)!r}")
+        for name in ("owner_max_jobs", "owner_queue_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise OptionError(
+                    name, f"must be None (half the bound), 0 (no share) or positive, got {value!r}"
+                )
+        if self.default_ttl > self.max_ttl:
+            raise OptionError("default_ttl", f"{self.default_ttl} must not exceed max_ttl ({self.max_ttl})")
+        try:
+            # Normalised once here, so every process and every consumer sees the same networks.
+            object.__setattr__(self, "trusted_proxies", parse_trusted_proxies(self.trusted_proxies))
+        except ValueError as exc:
+            raise OptionError("trusted_proxies", str(exc)) from None
+        try:
+            self.routes()  # fail early on a bad route table
+        except ValueError as exc:
+            raise OptionError(
+                "route_overrides" if self.route_overrides else "extra_routes", str(exc)
+            ) from None
+        for path, family in self.header_async_routes.items():
+            if not path.startswith("/") or family not in ("openai", "anthropic", "off"):
+                raise OptionError(
+                    "header_async_routes",
+                    f"{path!r} -> {family!r}; want a path starting with '/' "
+                    "and 'openai', 'anthropic' or 'off'",
+                )
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type (bool is not a number here), naming the option."""
+        for name in (*_INTEGERS, *_NUMBERS):
+            value = getattr(self, name)
+            whole = name in _INTEGERS
+            if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+                kind = "a whole number" if whole else "a number of seconds"
+                raise OptionError(name, f"must be {kind}, got {value!r}")
+            if not math.isfinite(value):
+                raise OptionError(name, f"must be a finite number, got {value!r}")
+        for name in ("prefix", "store", "provider"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise OptionError(name, f"must be a non-empty string, got {getattr(self, name)!r}")
+        for name in ("route_overrides", "store_options", "provider_options"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise OptionError(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
+
+    def owner_job_share(self) -> int:
+        """Live jobs one owner may hold in the store (0: no share)."""
+        return -(-self.max_jobs // 2) if self.owner_max_jobs is None else self.owner_max_jobs
+
+    def owner_queue_share(self) -> int:
+        """Jobs one owner may have queued or running in this process (0: no share)."""
+        return -(-self.queue_size // 2) if self.owner_queue_size is None else self.owner_queue_size
+
+    def routes(self) -> RouteTable:
+        """The route table these options describe."""
+        return RouteTable(
+            self.prefix,
+            routes=DEFAULT_ROUTES,
+            overrides=self.route_overrides,
+            extra=self.extra_routes,
+        )
+
+    @classmethod
+    def from_options(cls, **options: Any) -> AsyncJobsConfig:
+        """Build from keyword options, naming any unknown one."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            listed = ", ".join(sorted(known))
+            raise TypeError(f"unknown AsyncJobsMiddleware option(s): {', '.join(unknown)}; known: {listed}")
+        keys = options.get("api_keys")
+        if keys is not None and not isinstance(keys, AcceptedKeys):
+            if isinstance(keys, str | bytes):
+                raise TypeError("api_keys must be a list of keys, not one string")
+            options["api_keys"] = AcceptedKeys.from_keys(keys, options.get("owner_secret"))
+        return cls(**options)
