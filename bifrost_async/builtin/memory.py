@@ -19,6 +19,7 @@ from cachetools import TLRUCache
 
 from bifrost_async.core.hookspecs import hookimpl
 from bifrost_async.core.jobs import Job, JobStatus, may_move
+from bifrost_async.core.numbers import parse_size
 from bifrost_async.core.store import (
     OwnerShareFull,
     RegisterStore,
@@ -28,7 +29,6 @@ from bifrost_async.core.store import (
 )
 from bifrost_async.core.waiters import Waiters, wait_for_job
 from bifrost_async.core.webhook_records import MemoryWebhookRecords
-from bifrost_async.proxy.settings import parse_size
 
 
 def _copy(job: Job) -> Job:

@@ -49,3 +49,15 @@ def int_param(raw: str | None, param: str, *, minimum: int, maximum: int, defaul
             param=param,
         )
     return value
+
+
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]i?b?)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"1048576"``, ``"512K"``, ``"100MiB"`` or ``"1G"`` (binary multiples)."""
+    match = _SIZE.fullmatch(str(text))
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 import pluggy
 import structlog
@@ -35,7 +35,6 @@ from bifrost_async.core.outcome import (
 from bifrost_async.core.provider import Provider, ProviderError
 from bifrost_async.core.store import JobStore, StoreError
 from bifrost_async.core.watch import JobEndedElsewhere, run_watched
-from bifrost_async.service.config import AsyncJobsConfig
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +42,28 @@ log = structlog.get_logger(__name__)
 _CANCEL_GRACE = 5.0
 #: Responses larger than this are turned into results in a thread, off the event loop.
 _OFF_LOOP_BYTES = 1024 * 1024
+
+
+class RunnerConfig(Protocol):
+    """What the runner reads of the middleware's options
+    (:class:`~bifrost_async.service.config.AsyncJobsConfig` has them all): the core depends on
+    these values, not on the service layer's configuration class."""
+
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def queue_size(self) -> int: ...
+    @property
+    def job_timeout(self) -> float: ...
+    @property
+    def max_result_bytes(self) -> int: ...
+    @property
+    def lease_seconds(self) -> float: ...
+    @property
+    def shutdown_grace(self) -> float: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    def owner_queue_share(self) -> int: ...
 
 
 @dataclasses.dataclass
@@ -71,7 +92,7 @@ class JobRunner:
         store: JobStore,
         provider: Provider,
         pm: pluggy.PluginManager,
-        config: AsyncJobsConfig,
+        config: RunnerConfig,
         worker_name: str | None = None,
     ) -> None:
         self.store = store

@@ -6,27 +6,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import re
 import shlex
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from bifrost_async.core.numbers import parse_size as parse_size
+
 ENV_PREFIX = "BIFROST_ASYNC_"
-_SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]i?b?)?\s*", re.IGNORECASE)
 
 
 class ConfigError(Exception):
     """An option has a value that cannot be used."""
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``"1048576"``, ``"512K"``, ``"100MiB"`` or ``"1G"`` (binary multiples)."""
-    match = _SIZE.fullmatch(str(text))
-    if not match:
-        raise ValueError(f"not a size: {text!r}")
-    unit = (match.group(2) or "").lower()[:1]
-    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
 
 
 def parse_bool(text: str) -> bool:

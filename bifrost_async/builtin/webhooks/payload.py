@@ -17,7 +17,7 @@ from bifrost_async.builtin.webhooks.config import decode_secret
 from bifrost_async.builtin.webhooks.delivery import Attempt, Message
 from bifrost_async.builtin.webhooks.endpoints import Endpoint
 from bifrost_async.core.jobs import Job, JobStatus, rfc3339
-from bifrost_async.http.respond import encode_json
+from bifrost_async.core.jsonsafe import dumps as encode_json
 
 
 class PollPaths(Protocol):
