@@ -11,7 +11,7 @@ docs/STORES.md walks through this file step by step. In short:
    middleware calls it once while it is built, to check the options before a server starts).
 4. **Registration**: the ``register_stores`` hook, ``register("dict", dict_store)`` (a store that
    every process shares passes ``shared=True``).
-5. **The kit**: ``tests/test_examples.py`` runs the store contract on it::
+5. **The kit**: ``tests/e2e/test_examples.py`` runs the store contract on it::
 
        class TestDictStore(StoreContract):
            @pytest.fixture

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.test_property_e2e import Tracked, tracking
-from tests.test_property_e2e import test_random_requests as test_random_requests_on_redis
-from tests.test_property_e2e import test_random_upstream_answers as test_random_upstream_answers_on_redis
+from tests.http.test_random_requests_property import Tracked, tracking
+from tests.http.test_random_requests_property import test_random_requests as test_random_requests_on_redis
+from tests.http.test_random_requests_property import (
+    test_random_upstream_answers as test_random_upstream_answers_on_redis,
+)
 
 from tests.conftest import serve as serve  # the fixture: real uvicorn servers
 

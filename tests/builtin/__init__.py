@@ -1,0 +1,1 @@
+"""Tests of the built-in plugins (bifrost_async.builtin)."""

@@ -1,0 +1,1 @@
+"""Tests of the Python client and its CLI verb (bifrost_async.client)."""

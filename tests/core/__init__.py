@@ -1,0 +1,1 @@
+"""Tests of the job engine (bifrost_async.core)."""

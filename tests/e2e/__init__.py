@@ -1,0 +1,1 @@
+"""Tests of whole journeys: the README's first hour, the examples, the benchmarks."""

@@ -1,0 +1,1 @@
+"""Tests of the middleware and its answers (bifrost_async.http)."""

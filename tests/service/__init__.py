@@ -1,0 +1,1 @@
+"""Tests of submit and poll rules (bifrost_async.service)."""
