@@ -1,6 +1,11 @@
-"""The HTTP answers of the async routes: submit and poll as the Bifrost contract has them, plus
-the opt-in extensions (docs/EXTENSIONS.md): list, long-poll, cancel/delete, raw result,
-idempotent submit, and ``Prefer: respond-async`` on a synchronous route.
+"""The endpoints: every answer the middleware gives itself, one method per route and method.
+
+Submit and poll answer as the Bifrost contract has them, plus the opt-in extensions
+(docs/EXTENSIONS.md): list, long-poll, cancel/delete, raw result, idempotent submit, and
+``Prefer: respond-async`` on a synchronous route; Bifrost's header-driven async, the OpenAPI
+document and the webhook admin API are handed to their modules. The
+:class:`~bifrost_async.http.router.Router` picks the method; the middleware builds one
+:class:`JobEndpoints` and binds it to the service when that starts.
 
 A request without any of the new headers, parameters or methods gets exactly the contract's
 answer: the branches below only differ when the client asked.
@@ -8,12 +13,14 @@ answer: the branches below only differ when the client asked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bifrost_async.core.errors import not_found
+from bifrost_async.core.errors import AsyncJobError, not_found
 from bifrost_async.core.jobs import Job
 from bifrost_async.core.response import rebuild_raw
 from bifrost_async.http.extensions import JobExtensions
+from bifrost_async.http.header_async import HeaderAsync
+from bifrost_async.http.openapi import openapi_document
 from bifrost_async.http.respond import send_bytes, send_json
 from bifrost_async.service.config import AsyncJobsConfig
 from bifrost_async.service.idempotency import IdempotentReplay
@@ -21,100 +28,130 @@ from bifrost_async.service.jobs_service import JobService
 from bifrost_async.service.prefer import preferences, preferred_wait, wait_seconds
 from bifrost_async.service.routes import RouteSpec, RouteTable
 
-#: Suffix of the raw-result route: ``{prefix}/<type path>/{id}/result``.
-RESULT_SUFFIX = "/result"
+if TYPE_CHECKING:
+    import pluggy
 
-
-def match_result(routes: RouteTable, path: str) -> tuple[RouteSpec | None, str | None]:
-    """``(spec, job_id)`` for a raw-result path, else ``(None, None)``. Only consulted when
-    :meth:`RouteTable.match` found nothing, so it never shadows a configured route."""
-    if not path.endswith(RESULT_SUFFIX):
-        return None, None
-    spec, job_id = routes.match(path[: -len(RESULT_SUFFIX)])
-    return (spec, job_id) if job_id is not None else (None, None)
-
-
-def allowed_methods(job_id: str | None, result: bool) -> str:
-    """The ``Allow`` header of an async path: submit and list; poll and cancel; result. ``HEAD``
-    is allowed wherever ``GET`` is: the same answer without its body."""
-    if result:
-        return "GET, HEAD"
-    return "GET, HEAD, POST" if job_id is None else "GET, HEAD, DELETE"
-
-
-def without_body(send: Any) -> Any:
-    """``send`` for a ``HEAD`` request: the ``GET`` answer's status and headers (its
-    ``Content-Length`` included, as RFC 9110 allows), no body bytes."""
-
-    async def head_send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            message = {
-                "type": "http.response.body",
-                "body": b"",
-                "more_body": message.get("more_body", False),
-            }
-        await send(message)
-
-    return head_send
-
-
-def sync_route(routes: RouteTable, path: str, scope: dict[str, Any]) -> RouteSpec | None:
-    """The route whose synchronous path this request targets, when the client asked for the
-    async answer there (``POST`` with ``Prefer: respond-async``); else ``None``."""
-    if scope["method"] != "POST" or "respond-async" not in preferences(scope["headers"]):
-        return None
-    for spec in routes:
-        if spec.sync_path == path:
-            return spec
-    return None
+    from bifrost_async.http.router import Match
 
 
 class JobEndpoints:
-    """Answers one request on an async route (or a respond-async synchronous one)."""
+    """Answers requests the router matched; one per middleware, bound to its service at startup."""
 
-    def __init__(self, service: JobService, routes: RouteTable) -> None:
-        self.service = service
+    def __init__(
+        self, routes: RouteTable, header_async: HeaderAsync, pm: pluggy.PluginManager, config: AsyncJobsConfig
+    ) -> None:
         self.routes = routes
-        self.config: AsyncJobsConfig = service.config
-        self.ext = JobExtensions(service)
+        self.header_async_routes = header_async
+        self.pm = pm
+        self.config = config
+        self._service: JobService | None = None
+        self._ext: JobExtensions | None = None
 
-    async def dispatch(
+    def bind(self, service: JobService) -> None:
+        """Answer with ``service`` from now on (called once the store and runner have started)."""
+        self._service = service
+        self._ext = JobExtensions(service)
+
+    @property
+    def service(self) -> JobService:
+        assert self._service is not None, "the middleware starts the service before a request needs it"
+        return self._service
+
+    @property
+    def ext(self) -> JobExtensions:
+        assert self._ext is not None, "the middleware starts the service before a request needs it"
+        return self._ext
+
+    # -- the async routes ----------------------------------------------------------------------
+
+    async def list_jobs(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert match.spec is not None
+        await send_json(send, 200, await self.ext.list_page(match.spec, scope))
+
+    async def submit(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert match.spec is not None
+        await self._submit(
+            match.spec, preferences(scope["headers"]), scope, receive, send, respond_async=False
+        )
+
+    async def respond_async(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``Prefer: respond-async`` on a synchronous route: submit it as a job (RFC 7240)."""
+        assert match.spec is not None and match.prefer is not None
+        await self._submit(match.spec, match.prefer, scope, receive, send, respond_async=True)
+
+    async def poll(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self.send_job(await self._polled(match, scope, receive), send)
+
+    async def result(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``GET .../{id}/result``: the endpoint's own response once the job has ended."""
+        job = await self._polled(match, scope, receive)
+        if job.status.terminal:
+            await self.send_raw(job, send)
+        else:
+            await self.send_job(job, send)
+
+    async def cancel_or_delete(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert match.spec is not None and match.job_id is not None
+        cancelled = await self.ext.cancel_or_delete(match.spec, match.job_id, scope)
+        if cancelled is None:
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send_json(send, 200, cancelled.to_public())
+
+    async def openapi(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # built per request from the live route table and plugins: cheap, and never stale
+        document = openapi_document(
+            self.routes, self.pm.get_plugins(), header_async=self.header_async_routes.routes
+        )
+        await send_json(send, 200, document)
+
+    async def unknown_route(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise AsyncJobError(
+            404, f"no async route at {match.path}", type="not_found_error", code="unknown_route"
+        )
+
+    async def not_allowed(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise AsyncJobError(
+            405,
+            f"method {scope['method']} is not allowed here",
+            code="method_not_allowed",
+            headers={"Allow": str(match.detail)},
+        )
+
+    # -- routes of other modules -----------------------------------------------------------------
+
+    async def header_async(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``x-bf-async`` on a provider route (:mod:`bifrost_async.http.header_async`)."""
+        await self.header_async_routes.handle(match.detail, match.path, self.service, scope, receive, send)
+
+    async def webhook_admin(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``/api/webhooks`` (:mod:`bifrost_async.http.webhook_admin`)."""
+        from bifrost_async.http.webhook_admin import handle  # apps without webhooks never load it
+
+        await handle(match.detail, match.path, scope, receive, send)
+
+    # -- answers -----------------------------------------------------------------------------------
+
+    async def _polled(self, match: Match, scope: dict[str, Any], receive: Any) -> Job:
+        assert match.spec is not None and match.job_id is not None
+        seconds = wait_seconds(scope, self.config.max_wait_seconds)
+        job = await self.service.poll(match.spec, match.job_id, scope)
+        return await self.ext.wait(job, seconds, receive)
+
+    async def _submit(
         self,
         spec: RouteSpec,
-        job_id: str | None,
-        result: bool,
+        prefer: dict[str, str],
         scope: dict[str, Any],
         receive: Any,
         send: Any,
-    ) -> None:
-        method = scope["method"]
-        if job_id is None:
-            if method == "GET":
-                await send_json(send, 200, await self.ext.list_page(spec, scope))
-            else:
-                await self.submit(spec, scope, receive, send)
-        elif method == "DELETE":
-            cancelled = await self.ext.cancel_or_delete(spec, job_id, scope)
-            if cancelled is None:
-                await send({"type": "http.response.start", "status": 204, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
-            else:
-                await send_json(send, 200, cancelled.to_public())
-        else:
-            seconds = wait_seconds(scope, self.config.max_wait_seconds)
-            job = await self.service.poll(spec, job_id, scope)
-            job = await self.ext.wait(job, seconds, receive)
-            if result and job.status.terminal:
-                await self.send_raw(job, send)
-            else:
-                await self.send_job(job, send)
-
-    async def submit(
-        self, spec: RouteSpec, scope: dict[str, Any], receive: Any, send: Any, *, respond_async: bool = False
+        *,
+        respond_async: bool,
     ) -> None:
         """Submit; answer 202 with the pending job (the contract), or, when asked: the job's
         current state for an idempotent repeat, the finished job for ``Prefer: wait``."""
-        wait = preferences(scope["headers"]).get("wait")  # never ?wait: the query is the job's
+        wait = prefer.get("wait")  # never ?wait: the query is the job's
         headers: dict[str, str] = {}
         try:
             job = await self.service.submit(spec, scope, receive)

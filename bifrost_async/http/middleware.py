@@ -21,13 +21,12 @@ from bifrost_async.core.logfields import exception_fields
 from bifrost_async.core.provider import Provider, ProviderContext
 from bifrost_async.core.runner import JobRunner
 from bifrost_async.core.store import JobStore, StoreContext, StoreHost
-from bifrost_async.http.endpoints import JobEndpoints, allowed_methods, match_result, sync_route, without_body
+from bifrost_async.http.endpoints import JobEndpoints
 from bifrost_async.http.header_async import HeaderAsync
-from bifrost_async.http.openapi import openapi_document
 from bifrost_async.http.respond import send_json
+from bifrost_async.http.router import Router
 from bifrost_async.service.config import AsyncJobsConfig, OptionError
 from bifrost_async.service.jobs_service import JobService
-from bifrost_async.service.routes import RouteSpec
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +62,10 @@ class AsyncJobsMiddleware:
         self.pm = plugin_manager or make_plugin_manager(plugins)
         self.routes = self.config.routes()
         self.header_async = HeaderAsync(self.routes, self.config.header_async_routes)
+        #: One router and one endpoints object for every request; the endpoints get the
+        #: service when it starts.
+        self.router = Router(self.routes, self.header_async, self.pm)
+        self.endpoints = JobEndpoints(self.routes, self.header_async, self.pm, self.config)
         try:
             stores = store_registry(self.pm)
             self._store_factory = stores.get(self.config.store)
@@ -124,6 +127,7 @@ class AsyncJobsMiddleware:
             await runner.start()
             self.store, self.provider, self.runner = store, provider, runner
             self.service = JobService(config=cfg, pm=self.pm, store=store, runner=runner)
+            self.endpoints.bind(self.service)
             attach = getattr(store, "attach", None)
             if callable(attach):  # a store that sweeps its own orphans (StoreHost)
                 attach(StoreHost(holds=runner.owns, fail_orphan=self.service.fail_orphan))
@@ -241,22 +245,10 @@ class AsyncJobsMiddleware:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        respond_async: RouteSpec | None = None
-        admin = None
-        header_async = None
-        if path == "/api/webhooks" or path.startswith("/api/webhooks/"):
-            from bifrost_async.http.webhook_admin import (
-                admin_plugin,  # here: apps without webhooks never load it
-            )
-
-            admin = admin_plugin(self.pm, path)  # the management API, when the webhook plugin is on
-        if admin is None and not self.routes.owns(path):
-            header_async = self.header_async.match(path, scope)  # x-bf-async on a provider route
-            if header_async is None:
-                respond_async = sync_route(self.routes, path, scope)  # only with Prefer: respond-async
-            if respond_async is None and header_async is None:
-                await self.app(scope, receive, send)
-                return
+        match = self.router.match(path, scope)
+        if match is None:
+            await self.app(scope, receive, send)
+            return
         started = False
 
         async def tracked_send(message: dict[str, Any]) -> None:
@@ -266,18 +258,9 @@ class AsyncJobsMiddleware:
 
         try:
             self._check_header_size(scope)
-            if admin is not None:
-                from bifrost_async.http.webhook_admin import handle
-
-                await self._endpoints()  # the store must be up
-                await handle(admin, path, scope, receive, tracked_send)
-            elif header_async is not None:
-                service = (await self._endpoints()).service
-                await self.header_async.handle(header_async, path, service, scope, receive, tracked_send)
-            elif respond_async is not None:
-                await self._respond_async(respond_async, scope, receive, tracked_send)
-            else:
-                await self._handle(path, scope, receive, tracked_send)
+            if match.needs_service and self.service is None:
+                await self.startup()  # a server that runs no lifespan: start at the first request
+            await match.handler(self.endpoints, match, scope, receive, tracked_send)
         except ClientDisconnected:
             log.info("job.client_disconnected")
         except AsyncJobError as exc:
@@ -298,44 +281,3 @@ class AsyncJobsMiddleware:
                 f"request headers exceed the limit of {self.config.max_header_bytes} bytes",
                 code="headers_too_large",
             )
-
-    async def _endpoints(self) -> JobEndpoints:
-        """The job endpoints, starting the service first on servers that run no lifespan."""
-        if self.service is None:
-            await self.startup()
-        assert self.service is not None
-        return JobEndpoints(self.service, self.routes)
-
-    async def _handle(self, path: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        spec, job_id = self.routes.match(path)
-        if spec is None and path == f"{self.routes.prefix}/openapi.json" and scope["method"] == "GET":
-            # built per request from the live route table and plugins: cheap, and never stale
-            document = openapi_document(
-                self.routes, self.pm.get_plugins(), header_async=self.header_async.routes
-            )
-            await send_json(send, 200, document)
-            return
-        result = False
-        if spec is None:
-            spec, job_id = match_result(self.routes, path)  # GET .../{id}/result (an extension)
-            result = spec is not None
-        if spec is None:
-            raise AsyncJobError(
-                404, f"no async route at {path}", type="not_found_error", code="unknown_route"
-            )
-        method = scope["method"]
-        allowed = allowed_methods(job_id, result)
-        if method not in allowed.split(", "):
-            raise AsyncJobError(
-                405,
-                f"method {method} is not allowed here",
-                code="method_not_allowed",
-                headers={"Allow": allowed},
-            )
-        if method == "HEAD":
-            scope, send = {**scope, "method": "GET"}, without_body(send)
-        await (await self._endpoints()).dispatch(spec, job_id, result, scope, receive, send)
-
-    async def _respond_async(self, spec: RouteSpec, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """``Prefer: respond-async`` on a synchronous route: submit it as a job (RFC 7240)."""
-        await (await self._endpoints()).submit(spec, scope, receive, send, respond_async=True)
