@@ -188,6 +188,11 @@ def worker_lost(job: Job, now: float) -> Job:
     """A copy of ``job``, failed now (500, code ``worker_lost``) because the worker holding it
     stopped renewing its lease; every place that fails orphans (poll, a store's sweep) uses it."""
     failed = dataclasses.replace(job)
-    outcome = failure(500, WORKER_LOST_MESSAGE, job.extra_fields, type="server_error", code="worker_lost")
-    apply_outcome(failed, outcome, now)
+    apply_outcome(failed, worker_lost_outcome(job), now)
     return failed
+
+
+def worker_lost_outcome(job: Job) -> Outcome:
+    """The outcome of a job whose worker's lease ran out (500, code ``worker_lost``), for
+    :func:`bifrost_async.core.finish.finish_job`."""
+    return failure(500, WORKER_LOST_MESSAGE, job.extra_fields, type="server_error", code="worker_lost")

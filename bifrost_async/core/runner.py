@@ -22,13 +22,13 @@ import pluggy
 import structlog
 
 from bifrost_async.core.capture import CapturedRequest
+from bifrost_async.core.finish import finish_job
 from bifrost_async.core.hooks import notify
 from bifrost_async.core.jobs import Job, JobStatus
 from bifrost_async.core.logfields import exception_fields
 from bifrost_async.core.outcome import (
     CapturedResponse,
     Outcome,
-    apply_outcome,
     failure,
     outcome_from_response,
 )
@@ -383,18 +383,24 @@ class JobRunner:
     async def _finish(
         self, job: Job, outcome: Outcome, *, expect: JobStatus, duration_ms: float | None = None
     ) -> None:
-        apply_outcome(job, outcome, self.clock())
-        if await self._store_update(job, expect=expect, attempts=5):
+        def finished(ended: Job) -> None:
             event = "job.completed" if outcome.ok else "job.failed"
             log.info(
                 event,
-                job_id=job.id,
-                request_type=job.request_type,
-                status=job.status.value,
-                status_code=job.status_code,
+                job_id=ended.id,
+                request_type=ended.request_type,
+                status=ended.status.value,
+                status_code=ended.status_code,
                 duration_ms=duration_ms,
             )
-            notify(self.pm, "job_finished", job=job)
+            notify(self.pm, "job_finished", job=ended)
+
+        # a store still failing after the retries: logged at each attempt; the job's lease runs
+        # out and a poll or a sweep fails it
+        with contextlib.suppress(StoreError):
+            await finish_job(
+                self.store, job, outcome, now=self.clock(), expect=expect, on_finished=finished, attempts=5
+            )
 
     async def _store_update(self, job: Job, *, expect: JobStatus, attempts: int = 1) -> bool:
         """Write ``job`` if the stored status is ``expect``; retry a store outage a few times, so a

@@ -220,8 +220,15 @@ async def fail_orphan(store: JobStore, job: Job, now: float) -> Job | None:
     """End ``job`` (unfinished, its lease run out at ``now``) as ``worker_lost`` with the
     store's compare-and-set; the ended job if this call ended it, ``None`` if somebody else did
     (or it moved on). Tells no observer: the middleware's ``StoreHost.fail_orphan`` does that."""
-    failed = worker_lost(job, now)
-    return failed if await store.update(failed, expect=(job.status,)) else None
+    from bifrost_async.core.finish import finish_job  # finish imports this module
+
+    return await finish_job(
+        store, job, worker_lost_outcome(job), now=now, expect=job.status, on_finished=_nobody
+    )
+
+
+def _nobody(job: Job) -> None:
+    """``on_finished`` of :func:`fail_orphan`: it tells no observer."""
 
 
 class RegisterStore(Protocol):
@@ -363,5 +370,6 @@ def _convert_option(store: str, name: str, raw: Any, hint: Any) -> Any:
 from bifrost_async.core.jobs import may_move as may_move  # noqa: E402
 from bifrost_async.core.outcome import WORKER_LOST_MESSAGE as WORKER_LOST_MESSAGE  # noqa: E402
 from bifrost_async.core.outcome import worker_lost as worker_lost  # noqa: E402
+from bifrost_async.core.outcome import worker_lost_outcome  # noqa: E402
 from bifrost_async.core.waiters import Waiters as Waiters  # noqa: E402
 from bifrost_async.core.waiters import wait_for_job as wait_for_job  # noqa: E402

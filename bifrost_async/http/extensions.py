@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -16,10 +15,11 @@ import structlog
 
 from bifrost_async.core.capture import ClientDisconnected
 from bifrost_async.core.errors import AsyncJobError, not_found
+from bifrost_async.core.finish import finish_job
 from bifrost_async.core.hooks import notify
 from bifrost_async.core.jobs import Job, JobStatus
 from bifrost_async.core.numbers import int_param
-from bifrost_async.core.outcome import apply_outcome, failure
+from bifrost_async.core.outcome import failure
 from bifrost_async.core.store import StoreError
 from bifrost_async.service.jobs_service import JobService
 from bifrost_async.service.prefer import query
@@ -87,7 +87,6 @@ class JobExtensions:
         job = await self.service.poll(spec, job_id, scope)
         try:
             while not job.status.terminal:
-                cancelled = dataclasses.replace(job)
                 outcome = failure(
                     CANCELLED_STATUS,
                     CANCELLED_MESSAGE if job.owner else CANCELLED_ANONYMOUS_MESSAGE,
@@ -95,14 +94,25 @@ class JobExtensions:
                     type="cancelled",
                     code="job_cancelled",
                 )
-                apply_outcome(cancelled, outcome, self.service.config.clock())
-                # compare-and-set: if a worker moved the job on meanwhile, read it and try again
-                if await self.store.update(cancelled, expect=(job.status,)):
-                    log.info("job.cancel_requested", job_id=job.id, was=job.status.value)
+                was = job.status
+
+                def finished(ended: Job, was: JobStatus = was) -> None:
+                    log.info("job.cancel_requested", job_id=ended.id, was=was.value)
                     # a queued job gives back its queue slot and spool now, not when a worker
                     # reaches it (the next submit must not get 429 for a job that will never run)
-                    self.service.runner.discard(job.id)
-                    notify(self.service.pm, "job_finished", job=cancelled)
+                    self.service.runner.discard(ended.id)
+                    notify(self.service.pm, "job_finished", job=ended)
+
+                # compare-and-set: if a worker moved the job on meanwhile, read it and try again
+                cancelled = await finish_job(
+                    self.store,
+                    job,
+                    outcome,
+                    now=self.service.config.clock(),
+                    expect=was,
+                    on_finished=finished,
+                )
+                if cancelled is not None:
                     return cancelled
                 current = await self.store.get(job.id)
                 if current is None:

@@ -12,11 +12,12 @@ import structlog
 
 from bifrost_async.core.capture import CapturedRequest, Headers, header_value, spool_body
 from bifrost_async.core.errors import AsyncJobError, model_extra_fields, not_found
+from bifrost_async.core.finish import finish_job
 from bifrost_async.core.hooks import notify
 from bifrost_async.core.jobs import Job, JobStatus, is_job_id, new_job_id
-from bifrost_async.core.outcome import worker_lost
+from bifrost_async.core.outcome import worker_lost, worker_lost_outcome
 from bifrost_async.core.runner import JobRunner, WorkItem
-from bifrost_async.core.store import JobStore, StoreError, fail_orphan
+from bifrost_async.core.store import JobStore, StoreError
 from bifrost_async.service.admission import Admission
 from bifrost_async.service.config import AsyncJobsConfig
 from bifrost_async.service.forwarding import networks, peer_address, with_forwarded_for
@@ -256,9 +257,11 @@ class JobService:
         ended job if this call ended it (the store's compare-and-set lets one caller win; then the
         ``job_finished`` observers are told), else ``None``. ``StoreHost.fail_orphan`` for
         sweeping stores; raises :class:`~bifrost_async.core.store.StoreError` when the store fails."""
-        failed = await fail_orphan(self.store, job, self.config.clock())
-        if failed is None:
-            return None
-        log.warning("job.orphan_failed", job_id=job.id, worker=job.worker, by=by)
-        notify(self.pm, "job_finished", job=failed)
-        return failed
+
+        def finished(ended: Job) -> None:
+            log.warning("job.orphan_failed", job_id=ended.id, worker=ended.worker, by=by)
+            notify(self.pm, "job_finished", job=ended)
+
+        outcome = worker_lost_outcome(job)
+        now = self.config.clock()
+        return await finish_job(self.store, job, outcome, now=now, expect=job.status, on_finished=finished)
