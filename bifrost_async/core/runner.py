@@ -1,17 +1,18 @@
-"""The bounded worker pool that runs jobs in the background.
+"""The worker pool that runs jobs in the background.
 
-A fixed number of worker tasks take jobs from a queue whose length is bounded by reservations:
-a submit reserves a slot before it stores its job, so a full queue answers 429 and never grows.
-Each run is wrapped in a per-job timeout; on shutdown, queued and running jobs get a grace period
-and whatever has not finished by then is failed with a clear error, so nothing stays
-``processing``.
+A fixed number of worker tasks take jobs from a :class:`~bifrost_async.core.queue.WorkQueue`
+(the in-process :class:`~bifrost_async.core.queue.LocalQueue` unless another is given), run each
+through the provider under a per-job timeout and a cancellation watch, and end it with
+:func:`~bifrost_async.core.finish.finish_job`. On shutdown, queued and running jobs get a grace
+period and whatever has not finished by then is failed with a clear error, so nothing stays
+``processing``. Admission (the queue's slots) is the queue's business: the service calls
+:meth:`JobRunner.admit` once per submit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import socket
 import time
@@ -21,7 +22,6 @@ from typing import Protocol, cast
 import pluggy
 import structlog
 
-from bifrost_async.core.capture import CapturedRequest
 from bifrost_async.core.finish import finish_job
 from bifrost_async.core.hooks import notify
 from bifrost_async.core.jobs import Job, JobStatus
@@ -33,6 +33,7 @@ from bifrost_async.core.outcome import (
     outcome_from_response,
 )
 from bifrost_async.core.provider import Provider, ProviderError
+from bifrost_async.core.queue import LocalQueue, Slot, WorkItem, WorkQueue
 from bifrost_async.core.store import JobStore, StoreError
 from bifrost_async.core.watch import JobEndedElsewhere, run_watched
 
@@ -66,18 +67,6 @@ class RunnerConfig(Protocol):
     def owner_queue_share(self) -> int: ...
 
 
-@dataclasses.dataclass
-class WorkItem:
-    """A stored job and the captured request it will replay (already aimed at the sync path)."""
-
-    job: Job
-    request: CapturedRequest
-    enqueued_at: float = dataclasses.field(default_factory=time.monotonic)
-    #: Set when the job was cancelled while queued: its slot and spool are freed at once, and the
-    #: worker that meets it in the queue skips it.
-    discarded: bool = False
-
-
 def default_worker_name() -> str:
     """``host:pid``, recorded on the jobs a process runs."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -94,6 +83,7 @@ class JobRunner:
         pm: pluggy.PluginManager,
         config: RunnerConfig,
         worker_name: str | None = None,
+        queue: WorkQueue | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -101,88 +91,33 @@ class JobRunner:
         self.config = config
         self.clock: Callable[[], float] = config.clock
         self.worker_name = worker_name or default_worker_name()
-        self.accepting = False
-        self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
-        self._reserved = 0
-        #: Jobs each owner has queued or running here (its share: ``config.owner_queue_share()``).
-        self._by_owner: dict[str, int] = {}
-        #: Slots reserved by submits still being admitted (spooling, storing): shutdown waits for
-        #: them, so that a job stored while it drains is still run or failed, never left pending.
-        self._admitting = 0
-        self._admitted = asyncio.Event()
-        self._admitted.set()
+        #: Where admitted jobs wait for a worker.
+        self.queue: WorkQueue = queue if queue is not None else LocalQueue(config)
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, tuple[Job, asyncio.Task[object]]] = {}
-        self._queued: dict[str, WorkItem] = {}
         self._lease_task: asyncio.Task[None] | None = None
-        #: Set when the shutdown grace is over: workers fail what they take instead of running it.
-        self._closing = False
 
-    # -- submit side ---------------------------------------------------------------------------
+    # -- the service's side ----------------------------------------------------------------------
 
-    def reserve(self, owner: str = "") -> bool:
-        """Take a queue slot for a job of ``owner`` about to be stored; ``False`` when the queue
-        is full, the owner has its share of it, or the runner is stopping."""
-        share = self.config.owner_queue_share()
-        if not self.accepting or self._reserved >= self.config.queue_size:
-            return False
-        if share and self._by_owner.get(owner, 0) >= share:
-            return False
-        self._reserved += 1
-        self._by_owner[owner] = self._by_owner.get(owner, 0) + 1
-        self._admitting += 1
-        self._admitted.clear()
-        return True
+    @property
+    def accepting(self) -> bool:
+        """False before :meth:`start` and once shutdown began: no job is admitted."""
+        return self.queue.accepting
 
-    def owner_full(self, owner: str) -> bool:
-        """True when ``owner`` has its share of this process's queue (queued plus running)."""
-        share = self.config.owner_queue_share()
-        return bool(share) and self._by_owner.get(owner, 0) >= share
-
-    def release(self, owner: str = "") -> None:
-        """Give back a slot whose job was never enqueued (refused, or its store write failed)."""
-        self._reserved -= 1
-        self._owner_done(owner)
-        self._admission_over()
-
-    def enqueue(self, item: WorkItem) -> bool:
-        """Queue a stored job into the slot that :meth:`reserve` took. ``False`` (nothing queued,
-        the slot still held: :meth:`release` it) once shutdown has failed what was queued: no
-        worker would ever take the job."""
-        if self._closing:
-            return False
-        self._queued[item.job.id] = item
-        self._queue.put_nowait(item)
-        self._admission_over()
-        return True
+    def admit(self, owner: str = "") -> Slot:
+        """Admit a job of ``owner``: a slot in the queue to fill once the job is stored, given back
+        if it is not (:class:`~bifrost_async.core.queue.Slot`); or
+        :class:`~bifrost_async.core.queue.QueueRefused`."""
+        return self.queue.admit(owner)
 
     def discard(self, job_id: str) -> bool:
-        """Drop a queued job (it was cancelled): its slot, its owner's share and its spool are
-        freed now rather than when a worker reaches it. ``False`` if it is not queued here."""
-        item = self._queued.pop(job_id, None)
-        if item is None:
-            return False
-        item.discarded = True
-        self._reserved -= 1
-        self._owner_done(item.job.owner)
-        item.request.close()
-        return True
-
-    def _owner_done(self, owner: str) -> None:
-        left = self._by_owner.get(owner, 0) - 1
-        if left > 0:
-            self._by_owner[owner] = left
-        else:
-            self._by_owner.pop(owner, None)  # owners with nothing here leave nothing behind
-
-    def _admission_over(self) -> None:
-        self._admitting -= 1
-        if self._admitting == 0:
-            self._admitted.set()
+        """Drop a cancelled job from the queue now (its slot, share and spool); ``False`` if it
+        is not queued here."""
+        return self.queue.discard(job_id)
 
     @property
     def queued(self) -> int:
-        return self._reserved
+        return self.queue.queued
 
     @property
     def running(self) -> int:
@@ -190,19 +125,16 @@ class JobRunner:
 
     def queue_position(self, job_id: str) -> int | None:
         """1-based place of a job in this process's queue (``None``: not queued here)."""
-        for position, queued_id in enumerate(self._queued, start=1):
-            if queued_id == job_id:
-                return position
-        return None
+        return self.queue.position(job_id)
 
     def owns(self, job_id: str) -> bool:
         """True while this runner holds the job (queued or running): its lease is alive."""
-        return job_id in self._queued or job_id in self._running
+        return self.queue.holds(job_id) or job_id in self._running
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.accepting = True
+        self.queue.accepting = True
         self._workers = [
             asyncio.create_task(self._work(), name=f"bifrost-async-worker-{n}")
             for n in range(self.config.concurrency)
@@ -211,25 +143,20 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Stop accepting, let work finish within ``shutdown_grace``, fail what is left."""
-        self.accepting = False
+        self.queue.accepting = False
         try:
             # submits already admitted (their store write in flight) are queued before the drain
             async with asyncio.timeout(self.config.shutdown_grace):
-                await self._admitted.wait()
-                await self._queue.join()
+                await self.queue.settled()
         except TimeoutError:
-            log.warning("runner.grace_expired", queued=self._queue.qsize(), running=len(self._running))
-        self._closing = True  # before any await: no worker may start a job from here on
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item.discarded:
-                self._queue.task_done()
-            else:
-                await self._fail_unstarted(self._take(item))
+            log.warning("runner.grace_expired", queued=self.queue.waiting, running=len(self._running))
+        self.queue.closing = True  # before any await: no worker may start a job from here on
+        for item in self.queue.take_all_nowait():
+            await self._fail_unstarted(item)
         for _, task in list(self._running.values()):
             task.cancel()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), 10)
+            await asyncio.wait_for(self.queue.join(), 10)
         tasks = [*self._workers, *([self._lease_task] if self._lease_task else [])]
         for task in tasks:
             task.cancel()
@@ -240,12 +167,8 @@ class JobRunner:
 
     async def _work(self) -> None:
         while True:
-            item = await self._queue.get()
-            if item.discarded:  # cancelled while queued: its slot was freed then
-                self._queue.task_done()
-                continue
-            self._take(item)
-            if self._closing:
+            item = await self.queue.take()
+            if self.queue.closing:
                 await self._fail_unstarted(item)
                 continue
             # bind/reset rather than bound_contextvars: the same effect without a generator
@@ -260,22 +183,14 @@ class JobRunner:
             finally:
                 structlog.contextvars.reset_contextvars(**tokens)
                 item.request.close()
-                self._owner_done(item.job.owner)
-                self._queue.task_done()
-
-    def _take(self, item: WorkItem) -> WorkItem:
-        """Account for an item leaving the queue (its slot and its queued entry)."""
-        self._reserved -= 1
-        self._queued.pop(item.job.id, None)
-        return item
+                self.queue.done(item)
 
     async def _fail_unstarted(self, item: WorkItem) -> None:
         """Fail a queued job that shutdown will not let start, and drop its spool."""
         reason = "the server shut down before the job started"
         await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
         item.request.close()
-        self._owner_done(item.job.owner)
-        self._queue.task_done()
+        self.queue.done(item)
 
     async def _run(self, item: WorkItem) -> None:
         job = item.job
@@ -309,7 +224,7 @@ class JobRunner:
 
     async def _execute(self, item: WorkItem) -> Outcome | None:
         job = item.job
-        if self._closing:  # shutdown began while this job was being marked processing
+        if self.queue.closing:  # shutdown began while this job was being marked processing
             return self._shutdown_failure(job, "the server shut down before the job finished")
         task: asyncio.Task[object] = asyncio.create_task(
             self.provider.execute(item.request, max_result_bytes=self.config.max_result_bytes)
@@ -369,7 +284,7 @@ class JobRunner:
         process sharing the store can tell a live job from one whose worker died."""
         while True:
             await asyncio.sleep(self.config.lease_seconds / 3)
-            held = [item.job for item in self._queued.values()]
+            held = self.queue.held_jobs()
             held += [job for job, _ in self._running.values()]
             for job in held:
                 if job.status.terminal:

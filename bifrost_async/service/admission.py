@@ -17,6 +17,7 @@ import structlog
 
 from bifrost_async.core.errors import AsyncJobError
 from bifrost_async.core.jobs import Job
+from bifrost_async.core.queue import QueueRefused, Slot
 from bifrost_async.core.runner import JobRunner
 from bifrost_async.core.store import JobStore, OwnerShareFull, StoreError, StoreFull
 from bifrost_async.service.config import AsyncJobsConfig
@@ -76,24 +77,26 @@ class Admission:
         except StoreError:
             raise self.unavailable() from None
 
-    async def admit(self, owner: str) -> None:
-        """Take a queue slot for ``owner``, or refuse (429) when its share of the store or of the
-        queue is used up, or the queue is full."""
+    async def admit(self, owner: str) -> Slot:
+        """A queue slot for ``owner`` (a context manager: given back unless the job fills it), or
+        a refusal: 429 when its share of the store or of the queue is used up or the queue is
+        full, 503 when the server is shutting down."""
         share = self.config.owner_job_share()
         try:
             if share and await self.store.owner_jobs(owner) >= share:
                 raise owner_quota(f"this caller holds its share of {share} live jobs", self.config)
         except StoreError:
             raise self.unavailable() from None
-        if self.runner.reserve(owner):
-            return
-        if not self.runner.accepting:
-            raise self.unavailable("the server is shutting down and accepts no new jobs")
-        if self.runner.owner_full(owner):
-            queue_share = self.config.owner_queue_share()
-            raise owner_quota(
-                f"this caller has its share of {queue_share} jobs queued or running", self.config
-            )
+        try:
+            return self.runner.admit(owner)
+        except QueueRefused as refused:
+            if refused.reason == "closed":
+                raise self.unavailable("the server is shutting down and accepts no new jobs") from None
+            if refused.reason == "owner_full":
+                queue_share = self.config.owner_queue_share()
+                raise owner_quota(
+                    f"this caller has its share of {queue_share} jobs queued or running", self.config
+                ) from None
         raise AsyncJobError(
             429,
             "the job queue is full; retry later",

@@ -16,7 +16,8 @@ from bifrost_async.core.finish import finish_job
 from bifrost_async.core.hooks import notify
 from bifrost_async.core.jobs import Job, JobStatus, is_job_id, new_job_id
 from bifrost_async.core.outcome import worker_lost, worker_lost_outcome
-from bifrost_async.core.runner import JobRunner, WorkItem
+from bifrost_async.core.queue import Slot, WorkItem
+from bifrost_async.core.runner import JobRunner
 from bifrost_async.core.store import JobStore, StoreError
 from bifrost_async.service.admission import Admission
 from bifrost_async.service.config import AsyncJobsConfig
@@ -108,17 +109,13 @@ class JobService:
         claim = claim_digest(owner, key, self.config.owner_secret) if key is not None else None
         if claim is not None:
             await self.admission.answer_repeat(spec, scope, receive, claim)
-        await self.admission.admit(owner)
-        try:
+        with await self.admission.admit(owner) as slot:  # an unfilled slot is given back on exit
             request = await self._capture(spec, scope, receive)
             try:
-                job = await self._accept(spec, request, owner, claim, metadata or {})
+                job = await self._accept(spec, request, owner, claim, metadata or {}, slot)
             except BaseException:
                 request.close()
                 raise
-        except BaseException:
-            self.runner.release(owner)
-            raise
         log.info(
             "job.submitted",
             job_id=job.id,
@@ -168,7 +165,13 @@ class JobService:
         return inspect()
 
     async def _accept(
-        self, spec: RouteSpec, request: CapturedRequest, owner: str, claim: str | None, marks: dict[str, str]
+        self,
+        spec: RouteSpec,
+        request: CapturedRequest,
+        owner: str,
+        claim: str | None,
+        marks: dict[str, str],
+        slot: Slot,
     ) -> Job:
         model, mine = await self._inspect(spec, request, claim)
         metadata = {**self.submit_metadata(request.headers, spec.request_type), **marks}
@@ -202,7 +205,7 @@ class JobService:
         except StoreError:
             raise self.unavailable() from None
         request.headers = replay_headers(request.headers)  # the endpoint gets none of our knobs
-        if not self.runner.enqueue(WorkItem(job=job, request=request)):
+        if not slot.enqueue(WorkItem(job=job, request=request)):
             # shutdown failed the queue while this job was being stored: nobody would run it
             await self.admission.withdraw(job)
             raise self.unavailable("the server is shutting down and accepts no new jobs")

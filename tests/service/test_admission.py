@@ -138,7 +138,7 @@ async def test_cancelling_a_queued_job_frees_its_slot_and_spool_at_once(
     await stack.submit(http, "embeddings", json=GATED)
     await stack.app.state.gate.arrived.wait()
     queued = await stack.submit(http, "embeddings", json=OK)
-    spool = runner._queued[queued.json()["id"]].request.body
+    spool = runner.queue._queued[queued.json()["id"]].request.body
     cancelled = await http.delete(f"{stack.url}/v1/async/embeddings/{queued.json()['id']}")
     assert cancelled.status_code == 200 and cancelled.json()["error"]["type"] == "cancelled"
     assert spool.closed and runner.queued == 0  # its spool is dropped and its slot given back now
