@@ -4,7 +4,8 @@ Lives here: the job record (``jobs``), the store protocol and its webhook-record
 (``store``, ``webhook_records``), waiting for a job (``waiters``, ``watch``), the captured request
 a job replays (``capture``) and the response and outcome it ends with (``response``, ``outcome``),
 the provider protocol (``provider``), the plugin hooks and manager (``hookspecs``, ``hooks``), the
-runner and its queue (``runner``), and small leaf helpers (``errors``, ``jsonsafe``, ``numbers``,
+work queue that admits a job (``queue``), the runner that runs it (``runner``), the one function
+that ends it (``finish``), and small leaf helpers (``errors``, ``jsonsafe``, ``numbers``,
 ``logfields``).
 
 May import: the standard library and third-party packages only. Never
