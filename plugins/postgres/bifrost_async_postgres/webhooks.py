@@ -1,4 +1,4 @@
-"""The Postgres store's :class:`~bifrost_async.webhook_store.WebhookRecords`: managed webhook
+"""The Postgres store's :class:`~bifrost_async.store.WebhookRecords`: managed webhook
 endpoints and their delivery history, shared by every process on the same database and schema
 (tables of ``migrations/0002_webhooks.sql``). Unique names are a UNIQUE constraint, so creates
 and renames are atomic; counters are single-statement upserts."""
