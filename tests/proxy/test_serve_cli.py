@@ -157,16 +157,8 @@ def test_redaction_processor_scrubs_keys_headers_and_pairs() -> None:
 
 
 @pytest.fixture
-def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """configure_logging changes process-wide state; put it back for the other tests.
-
-    Its ``cache_logger_on_first_use`` is turned off here: a module's logger first used while it
-    is in force (by a server thread an earlier test left running, say) would keep this
-    configuration for good, and a later ``capture_logs`` test would never see its events."""
-    configure = structlog.configure
-    monkeypatch.setattr(
-        structlog, "configure", lambda **kw: configure(**{**kw, "cache_logger_on_first_use": False})
-    )
+def restore_logging() -> Any:
+    """configure_logging changes process-wide state; put it back for the other tests."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     uvicorn_saved = {
