@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -81,31 +82,23 @@ def make_job(clock: FakeClock, **changes: Any) -> Job:
 def finished(job: Job, clock: FakeClock, *, result: Any = None, error: dict[str, Any] | None = None) -> Job:
     """A copy of ``job``, completed (or failed when ``error`` is given) now, expiring after its ttl."""
     now = clock()
-    return Job(
-        **{
-            **job.to_record(),
-            "status": JobStatus.FAILED if error else JobStatus.COMPLETED,
-            "status_code": 500 if error else 200,
-            "result": None if error else result,
-            "error": error,
-            "completed_at": now,
-            "expires_at": now + job.ttl,
-            "lease_expires_at": None,
-        }
+    return dataclasses.replace(
+        job,
+        status=JobStatus.FAILED if error else JobStatus.COMPLETED,
+        status_code=500 if error else 200,
+        result=None if error else result,
+        error=error,
+        completed_at=now,
+        expires_at=now + job.ttl,
+        lease_expires_at=None,
     )
 
 
 def processing(job: Job, clock: FakeClock) -> Job:
     """A copy of ``job``, taken by a worker now (``processing``, a 30 s lease)."""
     now = clock()
-    return Job(
-        **{
-            **job.to_record(),
-            "status": JobStatus.PROCESSING,
-            "started_at": now,
-            "lease_expires_at": now + 30,
-            "worker": "host:1",
-        }
+    return dataclasses.replace(
+        job, status=JobStatus.PROCESSING, started_at=now, lease_expires_at=now + 30, worker="host:1"
     )
 
 

@@ -96,14 +96,14 @@ class DictStore:
                 raise StoreFull(f"the dict store holds its maximum of {self.max_jobs} jobs")
             if self.max_owner_jobs and await self.owner_jobs(job.owner) >= self.max_owner_jobs:
                 raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} jobs")
-            self.jobs[job.id] = Job.from_record(job.to_record())
+            self.jobs[job.id] = job.copy()
             held = self.claims.get(job.idempotency_claim or "")
             if held is not None and held[0] == job.id:  # created: the claim now lives as the job does
                 self.claims[job.idempotency_claim or ""] = (job.id, held[1], float("-inf"))
 
     async def get(self, job_id: str) -> Job | None:
         job = self._live(job_id)
-        return Job.from_record(job.to_record()) if job is not None else None
+        return job.copy() if job is not None else None
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
         async with self.lock:
@@ -112,7 +112,7 @@ class DictStore:
                 return True  # the same record again (a retried write): success
             if current is None or current.status not in expect or not may_move(current.status, job.status):
                 return False
-            self.jobs[job.id] = Job.from_record(job.to_record())
+            self.jobs[job.id] = job.copy()
         if job.status.terminal:
             self.waiters.wake(job.id)
         return True
@@ -170,7 +170,7 @@ class DictStore:
     ) -> tuple[list[Job], str | None]:
         live = [job for job_id in list(self.jobs) if (job := self._live(job_id)) is not None]
         page, next_cursor = page_of(live, owner, request_type, status=status, cursor=cursor, limit=limit)
-        return [Job.from_record(job.to_record()) for job in page], next_cursor
+        return [job.copy() for job in page], next_cursor
 
 
 # -- 3. the factory ------------------------------------------------------------------------------

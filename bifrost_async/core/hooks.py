@@ -57,6 +57,14 @@ class Registry(Generic[F]):
         self._shared: set[str] = set()
 
     def fill(self, pm: pluggy.PluginManager, hook_name: str) -> Registry[F]:
+        """Call the registration hook ``hook_name`` of every plugin, each with its own ``register``.
+
+        This goes around pluggy on purpose: a hook call passes the same arguments to every
+        implementation, but each plugin needs a ``register`` that knows the plugin's name, so
+        that a name registered twice is refused naming both plugins. The implementations are
+        called in the order ``get_hookimpls()`` lists them (registration order; a pluggy call
+        runs them in reverse), with the arguments each declares, as pluggy passes them; a
+        failing plugin propagates its error."""
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             args = {"register": self._registrar(impl.plugin_name)} if "register" in impl.argnames else {}
@@ -111,7 +119,14 @@ def provider_registry(pm: pluggy.PluginManager) -> Registry[ProviderFactory]:
 async def call_lifecycle(pm: pluggy.PluginManager, hook_name: str, *, isolate: bool, **kwargs: Any) -> None:
     """Call a lifecycle hook (``async_jobs_startup``/``shutdown``) on each plugin in turn and await
     what it returns. With ``isolate`` a failing plugin is logged and the others still run (shutdown);
-    without, the first failure propagates (startup)."""
+    without, the first failure propagates (startup).
+
+    This goes around pluggy on purpose: ``pm.hook.<name>()`` would call every implementation
+    before any of their coroutines ran, so plugin B's startup would begin before plugin A's had
+    finished, and one raising implementation would stop the call for all the rest, which
+    shutdown must not allow. Here each implementation is called and awaited before the next,
+    in the order ``get_hookimpls()`` lists them (registration order), with the arguments it
+    declares (as pluggy passes them)."""
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         try:
             result = impl.function(**{name: kwargs[name] for name in impl.argnames})
@@ -124,10 +139,16 @@ async def call_lifecycle(pm: pluggy.PluginManager, hook_name: str, *, isolate: b
 
 
 def notify(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:
-    """Call an observer hook; a failing observer is logged, never allowed to break a job."""
+    """Call an observer hook; a failing observer is logged, never allowed to break a job.
+
+    The call goes through pluggy. It looks at the implementations first only to skip the call
+    when nothing observes the hook (the default, and the common case): a job notifies three
+    times (submitted, started, finished), and an empty pluggy call still applies defaults,
+    checks the arguments and enters the hook executor: ~930 ns against ~76 ns for the check
+    (pluggy 1.7, measured for issue 15)."""
     try:
         hook = getattr(pm.hook, hook_name)
-        if hook.get_hookimpls():  # nothing observes it (the default): skip pluggy's call
+        if hook.get_hookimpls():  # nothing observes it: skip pluggy's call
             hook(**kwargs)
     except Exception as exc:
         log.error("plugin.hook_failed", hook=hook_name, **exception_fields(exc))

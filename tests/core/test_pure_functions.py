@@ -198,7 +198,7 @@ def test_route_table_refuses_empty_segments() -> None:
         assert table.match(path) == (None, None), path
 
 
-def test_to_record_json_is_the_json_of_to_record() -> None:
+def test_to_record_json_is_the_json_of_to_record_and_the_stored_format_is_unchanged() -> None:
     @dataclasses.dataclass
     class Point:
         x: int
@@ -222,8 +222,35 @@ def test_to_record_json_is_the_json_of_to_record() -> None:
         raw_response={"status": 200},
         result_bytes=10,
     )
-    assert job.to_record_json() == json.dumps(job.to_record(), separators=(",", ":"))
+    # what the stores persisted before issue 15: the JSON of dataclasses.asdict, byte for byte
+    before = dataclasses.asdict(job) | {"status": "completed"}
+    assert job.to_record_json() == json.dumps(before, separators=(",", ":"))
     assert Job.from_record(json.loads(job.to_record_json())).to_record_json() == job.to_record_json()
+    job.result = {"n": [1, 2.5, "x"]}
+    assert job.to_record_json() == json.dumps(job.to_record(), separators=(",", ":"))
     job.result = {"bad": object()}
     with pytest.raises(TypeError):
         job.to_record_json()
+
+
+def test_to_record_holds_the_jobs_own_values_and_copy_is_shallow() -> None:
+    job = Job(
+        id="j",
+        request_id="r",
+        request_type="chat",
+        status=JobStatus.PENDING,
+        created_at=1.5,
+        ttl=60,
+        extra_fields={"model": "m"},
+    )
+    record = job.to_record()
+    assert list(record) == [field.name for field in dataclasses.fields(Job)]
+    assert record["status"] == "pending"
+    assert record["extra_fields"] is job.extra_fields  # no deep copy (issue 15, bench/record_copy.py)
+    assert Job.from_record(record) == job
+
+    clone = job.copy()
+    assert clone == job and clone is not job and type(clone) is Job
+    clone.status = JobStatus.PROCESSING
+    assert job.status is JobStatus.PENDING
+    assert clone.extra_fields is job.extra_fields

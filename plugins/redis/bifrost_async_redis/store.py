@@ -297,7 +297,7 @@ class RedisJobStore(RedisWebhookRecords):
 
     def _args(self, job: Job, *bound: int) -> list[str | int]:
         """The scripts' shared arguments: id, record, status, now[, bound], lease, expiry."""
-        record = job.to_record_json()  # to_record()'s JSON without its deep copy
+        record = job.to_record_json()
         lease = "" if job.status.terminal or job.lease_expires_at is None else repr(job.lease_expires_at)
         expires = "" if job.expires_at is None else repr(job.expires_at)
         # PEXPIREAT wants whole milliseconds; rounding up never forgets a job early.
