@@ -1,5 +1,5 @@
 """The contract of the :class:`~bifrost_async.store.WebhookRecords` store capability, as
-tests (re-exported by :mod:`bifrost_async.testing`). Subclass it and provide a ``records``
+tests (exported by :mod:`bifrost_async.testing`). Subclass it and provide a ``records``
 fixture that yields a started store."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .store import HISTORY_PER_ENDPOINT, WebhookRecords
+from ..store import HISTORY_PER_ENDPOINT, WebhookRecords
 
 
 def _doc(name: str, **more: object) -> str:
