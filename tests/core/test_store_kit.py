@@ -115,3 +115,22 @@ def test_every_assertion_of_the_kit_names_its_rule() -> None:
         if isinstance(sub, ast.Assert) and sub.msg is None
     ]
     assert bare == [], f"asserts without a rule message: {bare}"
+
+
+def test_the_kit_package_keeps_its_public_names_and_the_old_webhooks_module() -> None:
+    """Issue 15 split the kit into a package: store authors' imports must keep working."""
+    import bifrost_async.testing as kit
+    import bifrost_async.testing_webhooks as old_webhooks
+
+    assert sorted(kit.__all__) == [
+        "FakeClock",
+        "SharedStoreContract",
+        "StoreContract",
+        "WebhookRecordsContract",
+        "finished",
+        "make_job",
+        "processing",
+    ]
+    assert all(getattr(kit, name) is not None for name in kit.__all__)
+    assert old_webhooks.WebhookRecordsContract is kit.WebhookRecordsContract
+    assert issubclass(kit.SharedStoreContract, kit.StoreContract)
