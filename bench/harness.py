@@ -352,3 +352,64 @@ def sync_spec(settings: Settings, ports: list[int], path: str = "/bare/v1/embedd
         "duration": settings.duration,
         "warmup": settings.warmup,
     }
+
+
+def shared_store_rows(
+    settings: Settings,
+    load: LoadGen,
+    *,
+    name: str,
+    label: str,
+    env: dict[str, str],
+    goal: float | None,
+    two_note: str,
+) -> list[Row]:
+    """The two rows every shared store's benchmark reports, measured the same way for each: the
+    job round trip on the store ``label`` (servers started with ``env``) vs the memory store, one
+    process each; and two processes on that store (submit on one, poll on the other) vs one.
+    ``goal``: the ratio to memory the first row must reach (``None``: reported only). Whatever
+    the store needs (a server, a file) must be up while this runs."""
+    memory = Server("bench.apps:combined")
+    with started(memory):
+        first = Server("bench.apps:combined", **env)
+        with started(first):
+            second = Server("bench.apps:combined", **env)
+            with started(second):
+                one, mem = alternate(
+                    settings.rounds,
+                    lambda: measure([first], lambda: load.run(**jobs_spec(settings, [first.port]))),
+                    lambda: measure([memory], lambda: load.run(**jobs_spec(settings, [memory.port]))),
+                )
+                pair = [first, second]
+                two, single = alternate(
+                    settings.rounds,
+                    lambda: measure(pair, lambda: load.run(**jobs_spec(settings, [s.port for s in pair]))),
+                    lambda: measure([first], lambda: load.run(**jobs_spec(settings, [first.port]))),
+                )
+    ratio = safe_ratio(median(one, "rate"), median(mem, "rate"))
+    two_ratio = safe_ratio(median(two, "rate"), median(single, "rate"))
+    conc = settings.concurrency
+    return [
+        Row(
+            name,
+            f"jobs/s, {label} store vs memory store, 1 process, {conc} concurrent",
+            fmt(median(one, "rate"), "jobs/s"),
+            fmt(median(mem, "rate"), "jobs/s"),
+            ratio,
+            "(report)" if goal is None else f"≥ {goal}",
+            None if goal is None else ratio >= goal,
+            f"p50 {fmt(median(one, 'p50_ms'), 'ms')} vs {fmt(median(mem, 'p50_ms'), 'ms')}; server CPU "
+            f"{median(one, 'server_cpu'):.0%} vs {median(mem, 'server_cpu'):.0%}",
+        ),
+        Row(
+            name,
+            f"jobs/s, {label} store, 2 processes vs 1 (submit on one, poll on the other), {conc} concurrent",
+            fmt(median(two, "rate"), "jobs/s"),
+            fmt(median(single, "rate"), "jobs/s"),
+            two_ratio,
+            "> 1",
+            two_ratio > 1,
+            f"servers' CPU {median(two, 'server_cpu'):.0%} vs {median(single, 'server_cpu'):.0%} of a core "
+            f"{two_note}",
+        ),
+    ]
