@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the same place shares it (needed for serve --workers above 1), the plugin that registers it, "
         "and its factory's description, which names its options (--store-option KEY=VALUE).",
     )
+    commands.add_parser(
+        "keygen",
+        help="print a fresh encryption key for BIFROST_ASYNC_ENCRYPTION_KEY",
+        description="Print a fresh random key (32 bytes, URL-safe base64) for "
+        "BIFROST_ASYNC_ENCRYPTION_KEY, which seals the credentials of requests stored for other "
+        "instances to run. Several keys separated by commas rotate: the first seals, all open.",
+    )
     return parser
 
 
@@ -305,6 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_submit(args)
     if args.command == "stores":
         return run_stores()
+    if args.command == "keygen":
+        from bifrost_async.core.sealing import generate_key
+
+        print(generate_key())
+        return 0
     if args.command != "serve":
         parser.print_help()
         return 2
