@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 #: Seconds an owner's share set outlives its latest job's ``created_at + ttl``: room for the
 #: job's queue wait and run, after which it ends and expires by then (see ``scripts.CREATE``).
 SHARE_SLACK = 86400
+#: Seconds :meth:`RedisJobStore.close` waits for each background task and for the pool to close.
+CLOSE_WAIT = 5.0
 
 
 class RedisJobStore(RedisWebhookRecords):
@@ -174,12 +176,19 @@ class RedisJobStore(RedisWebhookRecords):
         for task in (self._sweeper, self._listener):
             if task is not None:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                # bounded: a task stuck in a socket call must not hold up shutdown for ever
+                done, _ = await asyncio.wait({task}, timeout=CLOSE_WAIT)
+                if not done:
+                    log.warning("redis_store.close_task_stuck", task=task.get_name())
         self._sweeper = self._listener = None
         self.waiters.wake_all()
         if self._redis is not None:
-            await self._redis.aclose(close_connection_pool=True)
-            self._redis = None
+            redis, self._redis = self._redis, None
+            try:
+                async with asyncio.timeout(CLOSE_WAIT):
+                    await redis.aclose(close_connection_pool=True)
+            except TimeoutError:
+                log.warning("redis_store.close_timeout", seconds=CLOSE_WAIT)
 
     # -- the contract --------------------------------------------------------------------------
 
