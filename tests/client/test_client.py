@@ -34,6 +34,7 @@ async def proxy(aiohttp_server: Any) -> AsyncIterator[ProxyProcess]:
         yield running
 
 
+@pytest.mark.slow  # a proxy process and real speech recognition
 async def test_client_transcribes_through_the_proxy(proxy: ProxyProcess) -> None:
     seen: list[str] = []
     async with AsyncJobsClient(proxy.url, api_key="sk-test") as client:
@@ -53,6 +54,7 @@ async def test_client_transcribes_through_the_proxy(proxy: ProxyProcess) -> None
                 await stranger.poll(done)
 
 
+@pytest.mark.slow  # a proxy process and real speech recognition
 async def test_cli_submit_wait_transcribes_through_the_proxy(proxy: ProxyProcess) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 
 import pytest
 
+from bifrost_async.cli import main
 from bifrost_async.core.sealing import ENV_VAR, Keyring, SealError, generate_key
 
 SECRET = b"Authorization: Bearer sk-live-0123456789"
@@ -98,11 +97,8 @@ def test_generated_keys_are_fresh_and_32_bytes() -> None:
         assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) == 32
 
 
-def test_keygen_prints_one_key_that_parses() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bifrost_async", "keygen"], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+def test_keygen_prints_one_key_that_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     Keyring.parse(lines[0]).seal(b"x", context=b"y")

@@ -45,6 +45,7 @@ async def test_upstream_on_a_taken_port_says_so_in_one_line(start_example: Start
     assert f"cannot listen on 127.0.0.1:{port}" in err
 
 
+@pytest.mark.slow  # two example processes, each importing the speech recogniser
 async def test_transcription_app_port_from_flag_and_environment(start_example: Start) -> None:
     port = free_port()
     app = await start_example("transcription_app.py", env={"PORT": str(port)})
