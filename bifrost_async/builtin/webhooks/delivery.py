@@ -8,8 +8,10 @@ endpoint's timeout and is signed with a fresh timestamp under the same ``webhook
 answer, 408, 429 and 5xx are retried, ``max_retries`` times with capped exponential back-off;
 any other non-2xx is permanent after one attempt. Endpoints without ``allow_private_network``
 are only called on public addresses (checked when connecting: an SSRF guard).
-Delivery is at-least-once for as long as the process lives: events still pending when shutdown's
-grace runs out, or when the process dies, are lost (there is no durable outbox).
+Scheduled here, delivery is at-least-once for as long as the process lives: events still pending
+when shutdown's grace runs out, or when the process dies, are lost. On a store with a durable
+outbox, :mod:`bifrost_async.builtin.webhooks.outbox` schedules instead, one attempt at a time
+through :meth:`Dispatcher.attempt_once`, and nothing pending is lost with a process.
 """
 
 from __future__ import annotations
