@@ -25,14 +25,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from bifrost_async.store import EntryFor, StoreUnavailable
 from redis.exceptions import ResponseError
 
 from . import scripts
 from .guard import guard
 
+log = structlog.get_logger(__name__)
+
 #: The consumer group every process's deliverer reads through.
 GROUP = "deliverers"
+#: Takeovers of one entry (its reader went silent mid-attempt) before it is given up, logged as
+#: ``webhook.outbox_entry_abandoned``: an attempt that kills its process must not kill them all.
+MAX_TAKEOVERS = 5
 
 _END = "return 1\n"
 if not scripts.UPDATE.endswith(_END):  # pragma: no cover - guards the derivation below
@@ -135,7 +141,7 @@ class RedisWebhookOutbox:
             claimed = await self.redis.xautoclaim(
                 self.outbox_key, GROUP, consumer, idle_ms, start_id="0-0", count=count
             )
-        entries = _entries(claimed[1])
+        entries = await self._bounded(consumer, _entries(claimed[1]))
         if len(entries) < count:
             # never block past the socket timeout: the pool would count Redis as down
             wait_ms = max(1, int(min(block, self.options.socket_timeout / 2) * 1000))
@@ -146,6 +152,27 @@ class RedisWebhookOutbox:
             for _, batch in fresh or []:
                 entries.extend(_entries(batch))
         return entries
+
+    async def _bounded(self, consumer: str, taken: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The entries just taken over, less those taken over :data:`MAX_TAKEOVERS` times already:
+        an attempt that kills every process that makes it must not go round forever."""
+        if not taken:
+            return taken
+        with guard():
+            counts = {
+                _text(p["message_id"]): int(p["times_delivered"])
+                for p in await self.redis.xpending_range(
+                    self.outbox_key, GROUP, taken[0][0], taken[-1][0], len(taken) + 100, consumer
+                )
+            }
+        kept: list[tuple[str, str]] = []
+        for entry_id, document in taken:
+            if counts.get(entry_id, 0) > MAX_TAKEOVERS + 1:
+                log.error("webhook.outbox_entry_abandoned", entry_id=entry_id, takeovers=MAX_TAKEOVERS)
+                await self.outbox_done(consumer, entry_id)
+            else:
+                kept.append((entry_id, document))
+        return kept
 
     async def outbox_done(self, consumer: str, entry_id: str) -> bool:
         """See :meth:`bifrost_async.store.WebhookOutbox.outbox_done`."""

@@ -26,6 +26,7 @@ from tests.webhook_support import SECRET, Receiver, Reports
 
 from bifrost_async_redis import RedisJobStore
 from bifrost_async_redis.options import RedisStoreOptions
+from bifrost_async_redis.outbox import MAX_TAKEOVERS
 from tests.conftest import RunningServer
 
 TOKEN = "operator-token-0123456789"
@@ -114,6 +115,18 @@ async def test_read_retry_settle_and_takeover(store: RedisJobStore, raw: aioredi
     assert not await store.outbox_retry("two", second_id, encode(message, 3), 0)  # lost it: no 2nd chain
     await store.outbox_touch("three", [second_id])
     assert await store.outbox_done("three", second_id)
+    assert await _outbox_state(raw) == (0, 0, 0)
+
+
+async def test_an_entry_taken_over_too_often_is_given_up(store: RedisJobStore, raw: aioredis.Redis) -> None:
+    await store.outbox_add(encode(Message("ep-1", "billing", "msg_j2", "async_job.failed", "j2"), 1))
+    assert len(await store.outbox_read("reader-0", 10, 0.01)) == 1
+    takeovers = 0
+    async with asyncio.timeout(60):
+        while await raw.xlen("bifrost-async:wh:outbox"):  # each reader dies mid-attempt (goes silent)
+            if await store.outbox_read(f"reader-{takeovers + 1}", 10, 0.05):
+                takeovers += 1
+    assert takeovers == MAX_TAKEOVERS
     assert await _outbox_state(raw) == (0, 0, 0)
 
 
