@@ -69,6 +69,15 @@ from bifrost_async.core.store import (
 from bifrost_async.core.store import (
     worker_lost as worker_lost,
 )
+from bifrost_async.core.webhook_outbox import (
+    EntryFor as EntryFor,
+)
+from bifrost_async.core.webhook_outbox import (
+    WebhookOutbox as WebhookOutbox,
+)
+from bifrost_async.core.webhook_outbox import (
+    webhook_outbox as webhook_outbox,
+)
 from bifrost_async.core.webhook_records import (
     HISTORY_PER_ENDPOINT as HISTORY_PER_ENDPOINT,
 )

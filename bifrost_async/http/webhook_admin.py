@@ -275,5 +275,5 @@ class _Api:
         message = Message(
             endpoint.id, endpoint.name, delivery["webhook_id"], delivery["event"], delivery["async_job_id"]
         )
-        self.plugin.dispatcher.submit(message)
+        await self.plugin.deliver(message)
         return 202, {"status": "queued", "webhook_id": delivery["webhook_id"]}

@@ -8,8 +8,10 @@ endpoint's timeout and is signed with a fresh timestamp under the same ``webhook
 answer, 408, 429 and 5xx are retried, ``max_retries`` times with capped exponential back-off;
 any other non-2xx is permanent after one attempt. Endpoints without ``allow_private_network``
 are only called on public addresses (checked when connecting: an SSRF guard).
-Delivery is at-least-once for as long as the process lives: events still pending when shutdown's
-grace runs out, or when the process dies, are lost (there is no durable outbox).
+Scheduled here, delivery is at-least-once for as long as the process lives: events still pending
+when shutdown's grace runs out, or when the process dies, are lost. On a store with a durable
+outbox, :mod:`bifrost_async.builtin.webhooks.outbox` schedules instead, one attempt at a time
+through :meth:`Dispatcher.attempt_once`, and nothing pending is lost with a process.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class Dispatcher:
         if self._strict is None or len(self._tasks) >= self.policy.max_pending:
             reason = "not started" if self._strict is None else "too many pending deliveries"
             log.error("webhook.dropped", webhook=message.webhook, job_id=message.job_id, reason=reason)
-            self._report(message, "dropped", 0, None)
+            self.report(message, "dropped", 0, None)
             return
         task = asyncio.get_running_loop().create_task(
             self._deliver(message), name=f"webhook-{message.msg_id}"
@@ -162,25 +164,32 @@ class Dispatcher:
                 attempt_no += 1
                 async with self._slots:  # only the attempt holds a slot, never the back-off wait
                     result = await self.attempt_once(message, attempt_no)
-                await self._record(message, result)
+                await self.record_attempt(message, result)
                 if result.outcome != "retryable_failure":
                     break
-                a = result.attempt  # None when the store could not be read: Bifrost's defaults
-                initial, ceiling = (
-                    (a.backoff_initial, a.backoff_max) if a else (DEFAULT_BACKOFF, DEFAULT_CEILING)
-                )
-                scale = self.policy.backoff_scale
-                await asyncio.sleep(backoff(attempt_no, initial * scale, ceiling * scale))
+                await asyncio.sleep(self.retry_delay(result))
         except asyncio.CancelledError:
-            self._report(message, "dropped", attempt_no, result.status_code if result else None)
+            self.report(message, "dropped", attempt_no, result.status_code if result else None)
             raise
-        status = result.status_code
+        self.settled(message, result)
+
+    def retry_delay(self, result: AttemptResult) -> float:
+        """Seconds to wait before the attempt after ``result`` (a retryable failure): the
+        endpoint's back-off, or Bifrost's defaults when the endpoint could not be read."""
+        a = result.attempt
+        initial, ceiling = (a.backoff_initial, a.backoff_max) if a else (DEFAULT_BACKOFF, DEFAULT_CEILING)
+        scale = self.policy.backoff_scale
+        return backoff(result.attempt_no, initial * scale, ceiling * scale)
+
+    def settled(self, message: Message, result: AttemptResult) -> None:
+        """Log and report an event whose last attempt was ``result`` (delivered or failed)."""
+        attempts, status = result.attempt_no, result.status_code
         if result.outcome == "delivered":
-            log.info("webhook.delivered", webhook=message.webhook, job_id=message.job_id, attempts=attempt_no)
-            self._report(message, "delivered", attempt_no, status)
+            log.info("webhook.delivered", webhook=message.webhook, job_id=message.job_id, attempts=attempts)
+            self.report(message, "delivered", attempts, status)
         else:
-            log.error("webhook.failed", webhook=message.webhook, job_id=message.job_id, attempts=attempt_no)
-            self._report(message, "failed", attempt_no, status)
+            log.error("webhook.failed", webhook=message.webhook, job_id=message.job_id, attempts=attempts)
+            self.report(message, "failed", attempts, status)
 
     async def attempt_once(self, message: Message, attempt_no: int) -> AttemptResult:
         """Build and send one signed attempt; classify it as Bifrost does."""
@@ -249,13 +258,15 @@ class Dispatcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return None, type(exc).__name__
 
-    async def _record(self, message: Message, result: AttemptResult) -> None:
+    async def record_attempt(self, message: Message, result: AttemptResult) -> None:
+        """Store the attempt in the history (a failure to store is logged, never raised)."""
         try:
             await self.record(message, result)
         except Exception:
             log.exception("webhook.record_failed", webhook=message.webhook, job_id=message.job_id)
 
-    def _report(self, message: Message, outcome: Outcome, attempts: int, status: int | None) -> None:
+    def report(self, message: Message, outcome: Outcome, attempts: int, status: int | None) -> None:
+        """Tell ``on_delivery`` what became of an event (its exceptions are logged)."""
         if self.on_delivery is None:
             return
         report = DeliveryReport(

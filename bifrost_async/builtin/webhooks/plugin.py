@@ -12,6 +12,12 @@ picks a name, never a URL.
 
 Lifecycle: the aiohttp session is opened by the ``async_jobs_startup`` hook and closed by
 ``async_jobs_shutdown``, after pending deliveries had ``shutdown_grace`` seconds to finish.
+
+Where pending deliveries live: with a job store that has the
+:class:`~bifrost_async.core.webhook_outbox.WebhookOutbox` capability (Redis), in the store's
+durable outbox, delivered by every process sharing it (:mod:`bifrost_async.builtin.webhooks.outbox`):
+a process that dies loses none. With any other store (memory), in this process's memory, lost
+if it dies.
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ from bifrost_async.builtin.webhooks.delivery import (
     Message,
 )
 from bifrost_async.builtin.webhooks.endpoints import Endpoint, Sealer
+from bifrost_async.builtin.webhooks.outbox import OutboxDeliverer, encode
 from bifrost_async.builtin.webhooks.payload import attempt_for, render
 from bifrost_async.core.capture import header_value
 from bifrost_async.core.errors import AsyncJobError
 from bifrost_async.core.hookspecs import hookimpl
 from bifrost_async.core.jobs import Job, JobStatus, rfc3339
+from bifrost_async.core.webhook_outbox import WebhookOutbox, webhook_outbox
 from bifrost_async.core.webhook_records import MemoryWebhookRecords, WebhookRecords, webhook_records
 
 log = structlog.get_logger(__name__)
@@ -73,6 +81,11 @@ class WebhooksPlugin:
     instance sharing the store sees them (other instances pick up changes within
     ``refresh_seconds``). ``public_url`` makes ``result_url`` absolute. ``policy`` bounds
     concurrency; ``on_delivery`` gets a :class:`DeliveryReport` per event (metrics).
+
+    When the job store has the :class:`WebhookOutbox` capability, pending deliveries are kept in
+    it and every process delivers them (``outbox_poll_seconds``: the longest a due retry waits to
+    be noticed); give every process the same endpoints (the same webhooks file, or an admin token
+    so they share the managed set).
     """
 
     def __init__(
@@ -84,11 +97,18 @@ class WebhooksPlugin:
         policy: DeliveryPolicy | None = None,
         on_delivery: Callable[[DeliveryReport], None] | None = None,
         refresh_seconds: float = 2.0,
+        outbox_poll_seconds: float = 1.0,
     ) -> None:
         if admin_token is not None and len(admin_token) < 16:
             raise ValueError("the admin token must be at least 16 characters")
         if not 0.05 <= refresh_seconds <= 3600:
             raise ValueError("refresh_seconds must be from 0.05 to 3600")
+        if not 0.01 <= outbox_poll_seconds <= 60:
+            raise ValueError("outbox_poll_seconds must be from 0.01 to 60")
+        self.outbox_poll_seconds = outbox_poll_seconds
+        #: The store's durable outbox, once started on a store that has one (else ``None``).
+        self.outbox: WebhookOutbox | None = None
+        self.deliverer: OutboxDeliverer | None = None
         self.seed = {name: endpoint.to_endpoint(name) for name, endpoint in (endpoints or {}).items()}
         self.admin_token = admin_token
         self.public_url = public_url.rstrip("/") if public_url else ""
@@ -170,6 +190,12 @@ class WebhooksPlugin:
             await self.records.webhook_create(endpoint.id, endpoint.name, self.sealer.dump(endpoint))
         await self.refresh()
         await self.dispatcher.start()
+        outbox = webhook_outbox(middleware.store)
+        if outbox is not None:
+            self.outbox = outbox
+            outbox.outbox_attach(self.outbox_document)
+            self.deliverer = OutboxDeliverer(outbox, self.dispatcher, poll_seconds=self.outbox_poll_seconds)
+            await self.deliverer.start()
         if self.records is shared and not isinstance(shared, MemoryWebhookRecords):  # others may change it
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
@@ -178,23 +204,51 @@ class WebhooksPlugin:
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
+        if self.deliverer is not None:
+            await self.deliverer.stop(self.dispatcher.policy.shutdown_grace)
         await self.dispatcher.stop()
 
-    @hookimpl
-    def job_finished(self, job: Job) -> None:
+    def message_for(self, job: Job) -> Message | None:
+        """The event to deliver for a job that ended, or ``None`` (no webhook named, or its
+        endpoint is gone, disabled or not subscribed to the event)."""
         name = job.metadata.get(METADATA_KEY)
         if name is None:
-            return
+            return None
         event = event_type(job)
         by_id = job.metadata.get(ID_KEY)  # the id survives a rename made while the job ran
         endpoint = next((e for e in self.endpoints.values() if e.id == by_id), None) or self.endpoints.get(
             name
         )
         if endpoint is None or endpoint.disabled or event not in endpoint.events:
+            return None
+        # one webhook-id per job on every attempt and every process: receivers dedupe on it
+        return Message(endpoint.id, endpoint.name, f"msg_{job.id}", event, job.id)
+
+    def outbox_document(self, job: Job) -> str | None:
+        """What the store's outbox gets with ``job``'s terminal write (its first attempt)."""
+        message = self.message_for(job)
+        return None if message is None else encode(message, 1)
+
+    @hookimpl
+    def job_finished(self, job: Job) -> None:
+        if job.metadata.get(METADATA_KEY) is None:
+            return
+        message = self.message_for(job)
+        if message is None:
+            name = job.metadata.get(METADATA_KEY)
             log.info("webhook.skipped", job_id=job.id, webhook=name, reason="gone, disabled or unsubscribed")
             return
-        # one webhook-id per job on every attempt and every process: receivers dedupe on it
-        self.dispatcher.submit(Message(endpoint.id, endpoint.name, f"msg_{job.id}", event, job.id))
+        if self.outbox is None:
+            self.dispatcher.submit(message)
+        # else: the store put it in the outbox with the job's terminal write
+
+    async def deliver(self, message: Message) -> None:
+        """Deliver ``message`` again from its first attempt (a redelivery): through the outbox
+        when there is one, else in this process."""
+        if self.outbox is not None:
+            await self.outbox.outbox_add(encode(message, 1))
+        else:
+            self.dispatcher.submit(message)
 
     def openapi_submit_parameters(self) -> list[dict[str, Any]]:
         """The submit header this plugin adds, for the OpenAPI document (enabled names only)."""
@@ -224,6 +278,9 @@ class WebhooksPlugin:
         """Build one attempt from the endpoint and the job as they are now (Bifrost re-reads both
         per attempt: a rotated secret signs at once, an expired result is said to be expired)."""
         endpoint = await self.load(message.endpoint_id)
+        if endpoint is None and isinstance(self.records, MemoryWebhookRecords):
+            # not shared: another process's seed gave the same endpoint another id; its name holds
+            endpoint = self.endpoints.get(message.webhook)
         if endpoint is None or endpoint.disabled:
             return "webhook endpoint deleted or disabled"
         job = await self._jobs.get(message.job_id) if self._jobs is not None else None

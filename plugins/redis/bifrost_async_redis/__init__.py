@@ -21,8 +21,9 @@ def redis_store(context: StoreContext) -> RedisJobStore:
     """Factory for the ``redis`` store. Options (see ``RedisStoreOptions``): ``url``
     (``redis://``, ``rediss://`` or ``unix://``; default ``$BIFROST_ASYNC_REDIS_URL`` or
     redis://127.0.0.1:6379/0), ``prefix``, ``max_connections``, ``socket_timeout``,
-    ``socket_connect_timeout``, ``retries``, ``max_jobs`` (default: the middleware's; 0: no bound)
-    and ``sweep_interval`` (0: no sweep)."""
+    ``socket_connect_timeout``, ``retries``, ``max_jobs`` (default: the middleware's; 0: no bound),
+    ``sweep_interval`` (0: no sweep) and ``webhook_claim_idle`` (seconds before a webhook delivery
+    whose process went silent mid-attempt is taken over by another: the durable outbox)."""
     options = RedisStoreOptions.from_mapping(context.options)
     max_jobs = context.max_jobs if options.max_jobs is None else options.max_jobs
     return RedisJobStore(

@@ -43,6 +43,9 @@ class RedisStoreOptions:
     #: Seconds between sweeps that fail jobs whose lease ran out even if nobody polls them
     #: (0 turns the sweep off; polls still fail them).
     sweep_interval: float = 10.0
+    #: Seconds a webhook delivery being attempted may go without its process's heartbeat (sent
+    #: every third of this) before another process takes it over: the holder died.
+    webhook_claim_idle: float = 60.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> RedisStoreOptions:
@@ -62,7 +65,7 @@ class RedisStoreOptions:
             raise ValueError(f"redis store url must be redis://, rediss:// or unix://, not {scheme!r}")
         if not self.prefix:
             raise ValueError("redis store prefix must not be empty")
-        for name in ("max_connections", "socket_timeout", "socket_connect_timeout"):
+        for name in ("max_connections", "socket_timeout", "socket_connect_timeout", "webhook_claim_idle"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"redis store option {name} must be positive")
         for name in ("retries", "sweep_interval"):

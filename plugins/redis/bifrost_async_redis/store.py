@@ -28,6 +28,7 @@ from .events import listen
 from .guard import guard
 from .listing import list_jobs
 from .options import RedisStoreOptions
+from .outbox import UPDATE_AND_ENQUEUE, RedisWebhookOutbox
 from .webhooks import RedisWebhookRecords
 
 log = structlog.get_logger(__name__)
@@ -39,9 +40,10 @@ SHARE_SLACK = 86400
 CLOSE_WAIT = 5.0
 
 
-class RedisJobStore(RedisWebhookRecords):
+class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
     """Jobs in Redis, shared by every process that points at the same server and prefix; also
-    the managed webhook endpoints and their history (:mod:`bifrost_async_redis.webhooks`)."""
+    the managed webhook endpoints and their history (:mod:`bifrost_async_redis.webhooks`) and the
+    durable outbox of webhook deliveries (:mod:`bifrost_async_redis.outbox`)."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class RedisJobStore(RedisWebhookRecords):
         self._redis: aioredis.Redis | None = None
         self._create: Any = None
         self._update: Any = None
+        self._update_and_enqueue: Any = None
         self._delete: Any = None
         self._claim: Any = None
         self._find_claim: Any = None
@@ -151,6 +154,7 @@ class RedisJobStore(RedisWebhookRecords):
         self._redis = aioredis.Redis(connection_pool=pool)
         self._create = self._redis.register_script(scripts.CREATE)
         self._update = self._redis.register_script(scripts.UPDATE)
+        self._update_and_enqueue = self._redis.register_script(UPDATE_AND_ENQUEUE)
         self._delete = self._redis.register_script(scripts.DELETE)
         self._claim = self._redis.register_script(scripts.CLAIM)
         self._find_claim = self._redis.register_script(scripts.FIND_CLAIM)
@@ -223,10 +227,14 @@ class RedisJobStore(RedisWebhookRecords):
         allowed = [status.value for status in expect if may_move(status, job.status)]
         if not allowed:
             return False
+        keys, args = self._keys(job), [*self._args(job), self.channel, *allowed]
+        # a job's webhook delivery is enqueued by the very write that ends it (outbox.py)
+        entry = self.outbox_entry_for(job) if job.status.terminal and self.outbox_entry_for else None
         with self.guard():
-            written = await self._update(
-                keys=self._keys(job), args=[*self._args(job), self.channel, *allowed]
-            )
+            if entry is None:
+                written = await self._update(keys=keys, args=args)
+            else:
+                written = await self._update_and_enqueue(keys=[*keys, self.outbox_key], args=[*args, entry])
         return bool(written == 1)
 
     # -- extensions ----------------------------------------------------------------------------
