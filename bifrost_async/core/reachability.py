@@ -68,10 +68,13 @@ class StoreReachability:
     def restarted(self) -> None:
         """The store says it restarted although no call seen here failed (a shared store's
         sweep notices a new server): leases wait a whole lease from now. Logs ``store.restarted``
-        (an info); nothing while an outage is already known (``answered`` will end it)."""
+        (an info) unless an outage seen here ended less than a lease ago (that one was logged);
+        does nothing while an outage is known (``answered`` will end it)."""
         if self._down_since is None:
-            self._up_since = self._clock()
-            log.info("store.restarted")
+            now = self._clock()
+            if now - self._up_since >= self.lease_seconds:  # else an outage seen here just ended
+                log.info("store.restarted")
+            self._up_since = now
 
     def may_judge_leases(self) -> bool:
         """True when a lease that ran out means its worker is gone: the store answers now and

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from bifrost_async.core.jobs import Job, JobStatus, is_job_id
-from bifrost_async.core.reachability import StoreReachability
+from bifrost_async.core.reachability import StoreReachability as StoreReachability
 
 _T = TypeVar("_T")
 
