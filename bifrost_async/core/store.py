@@ -200,9 +200,11 @@ class StoreHost:
     :class:`StoreUnavailable` when the store is down.
 
     A lease that ran out while the store itself was unreachable says nothing about its worker
-    (nobody could renew it): a sweep first reports each round's outcome to :attr:`reachability`
-    (``failed()`` when the store is unavailable, ``answered()`` when it answered) and judges
-    leases only while ``reachability.may_judge_leases()`` is true, as polls do.
+    (nobody could renew it). The middleware's ``fail_orphan`` therefore ends nothing (returns
+    ``None``) until this process has seen the store answer for a whole lease since its last
+    failure. A sweep helps it see: it reports each round to :attr:`reachability` (``failed()``
+    when the store is unavailable, ``answered()`` when it answered; ``restarted()`` when it can
+    tell the server restarted) and may skip a round while ``may_judge_leases()`` is false.
 
     ``attach`` is called once, after the store started and before the first request; a store
     without the method is simply not told (its orphans end on their next poll).

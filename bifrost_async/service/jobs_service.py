@@ -264,7 +264,13 @@ class JobService:
         """End ``job``, whose worker stopped renewing its lease, as ``worker_lost``; returns the
         ended job if this call ended it (the store's compare-and-set lets one caller win; then the
         ``job_finished`` observers are told), else ``None``. ``StoreHost.fail_orphan`` for
-        sweeping stores; raises :class:`~bifrost_async.core.store.StoreError` when the store fails."""
+        sweeping stores; raises :class:`~bifrost_async.core.store.StoreError` when the store fails.
+
+        Also ``None``, with nothing written, while this process may not judge leases (the store
+        was unreachable less than a lease ago: the worker may be alive and about to renew), so
+        every sweeping store gets that wait, whether or not it asks ``StoreHost.reachability``."""
+        if not self.runner.reachability.may_judge_leases():
+            return None
 
         def finished(ended: Job) -> None:
             log.warning("job.orphan_failed", job_id=ended.id, worker=ended.worker, by=by)
