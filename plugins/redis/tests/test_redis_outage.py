@@ -127,6 +127,17 @@ class Proxy:
         lines = [json.loads(line) for line in self.log.read().splitlines() if line.startswith("{")]
         return [line for line in lines if name is None or line.get("event") == name]
 
+    async def until_serving(self, client: httpx.AsyncClient) -> None:
+        """Until the job service has started and the port accepts (uvicorn listens after its
+        lifespan startup)."""
+        await self.until_logged("async_jobs.started")
+        async with asyncio.timeout(60):  # a bound on a hang
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    await client.get(f"{self.url}/healthz")
+                    return
+                await asyncio.sleep(0.02)
+
     async def until_logged(self, name: str, count: int = 1) -> list[dict[str, Any]]:
         async with asyncio.timeout(60):  # a bound on a hang
             while len(found := self.events(name)) < count:
@@ -191,10 +202,10 @@ async def _outage_scenario(redis: RedisServer, aiohttp_server: Any, start_proxy:
         "--lease-seconds", str(LEASE), "--concurrency", "2",
     ]  # fmt: skip
     proxies = [await start_proxy(*options), await start_proxy(*options)]
-    for proxy in proxies:
-        await proxy.until_logged("async_jobs.started")
     jobs: dict[str, str] = {}  # id -> input
     async with httpx.AsyncClient(timeout=30) as client:
+        for proxy in proxies:
+            await proxy.until_serving(client)
         # three jobs on each: two run (the upstream holds them), one waits in the local queue
         for n in range(6):
             text = f"text {n}"
