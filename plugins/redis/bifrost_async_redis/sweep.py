@@ -26,6 +26,7 @@ import asyncio
 
 import structlog
 from bifrost_async.store import StoreError
+from redis.exceptions import ResponseError
 
 from . import scripts
 from .store import RedisJobStore
@@ -73,7 +74,10 @@ async def _notice_restart(store: RedisJobStore) -> None:
     """Tell the host's reachability when Redis restarted since the last look (its ``run_id``
     changed): every lease lapsed meanwhile, whether or not a call of this process failed."""
     with store.guard():
-        info = await store.redis.info("server")
+        try:
+            info = await store.redis.info("server")
+        except ResponseError:  # INFO refused (an ACL without it): outages seen here still count
+            return
     run_id = str(info.get("run_id", ""))
     seen, store.run_id = store.run_id, run_id
     if seen is not None and run_id != seen and store.host.reachability is not None:

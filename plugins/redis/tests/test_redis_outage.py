@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from bifrost_async.jobs import JobStatus
@@ -91,6 +92,23 @@ async def test_the_sweep_notices_a_restart_nobody_saw_fail(own_redis: RedisServe
         ]
         clock.advance(5)
         assert await sweep_once(store) == [orphan]
+    finally:
+        await store.close()
+
+
+async def test_a_redis_that_refuses_info_still_gets_swept(own_redis: RedisServer) -> None:
+    own_redis.start()
+    admin = aioredis.Redis.from_url(own_redis.url)
+    await admin.execute_command("ACL", "SETUSER", "limited", "on", ">secret", "~*", "&*", "+@all", "-info")
+    await admin.aclose()
+    clock = FakeClock()
+    url = f"redis://limited:secret@127.0.0.1:{own_redis.port}/0"
+    store, reachability = await _attached(url, clock, lease=5)
+    try:
+        clock.advance(10)
+        orphan = await _orphan(store, clock)
+        assert await sweep_once(store) == [orphan]  # no restart detection, no lost sweep
+        assert reachability.reachable
     finally:
         await store.close()
 
