@@ -34,6 +34,9 @@ from bifrost_async.core.store import (
     StoreHost as StoreHost,
 )
 from bifrost_async.core.store import (
+    StoreReachability as StoreReachability,
+)
+from bifrost_async.core.store import (
     StoreUnavailable as StoreUnavailable,
 )
 from bifrost_async.core.store import (

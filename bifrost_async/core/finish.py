@@ -10,7 +10,7 @@ A caller whose write did not land (the job moved on meanwhile) gets ``None`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -30,6 +30,7 @@ async def finish_job(
     expect: JobStatus,
     on_finished: Callable[[Job], None],
     attempts: int = 1,
+    retry: Callable[[Callable[[], Awaitable[bool]], float | None], Awaitable[bool]] | None = None,
 ) -> Job | None:
     """Store ``job`` ended with ``outcome`` if the store still holds it as ``expect``.
 
@@ -39,16 +40,25 @@ async def finish_job(
     it, or it was deleted). ``job`` itself is left as it was. A :class:`StoreError` is retried up
     to ``attempts`` times with a short back-off (a brief outage must not lose a finished job's
     outcome), then raised.
+
+    ``retry``, when given, replaces that loop: it is called once with the write (an awaitable
+    factory) and the ended job's ``expires_at`` (after which the result could not be read
+    anyway), and retries the write as it sees fit (the runner waits out a store outage).
     """
     ended = job.copy()
     apply_outcome(ended, outcome, now)
+    if retry is not None:
+        if not await retry(lambda: store.update(ended, expect=(expect,)), ended.expires_at):
+            return None
+        on_finished(ended)
+        return ended
     for attempt in range(attempts):
         try:
             written = await store.update(ended, expect=(expect,))
         except StoreError as exc:
-            log.warning("job.store_error", error=str(exc), attempt=attempt + 1)
             if attempt + 1 >= attempts:
-                raise
+                raise  # the caller says what it means (a poll: 503; a sweep: the next round)
+            log.warning("job.store_error", error=str(exc), attempt=attempt + 1)
             await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
             continue
         if not written:

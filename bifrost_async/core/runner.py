@@ -3,7 +3,9 @@
 A fixed number of worker tasks take jobs from a :class:`~bifrost_async.core.queue.WorkQueue`
 (the in-process :class:`~bifrost_async.core.queue.LocalQueue` unless another is given), run each
 through the provider under a per-job timeout and a cancellation watch, and end it with
-:func:`~bifrost_async.core.finish.finish_job`. On shutdown, queued and running jobs get a grace
+:func:`~bifrost_async.core.finish.finish_job`. A store outage does not end a job: its start and
+terminal writes wait for the store, after the leases are renewed
+(:class:`~bifrost_async.core.outage.StoreOutage`). On shutdown, queued and running jobs get a grace
 period and whatever has not finished by then is failed with a clear error, so nothing stays
 ``processing``. Admission (the queue's slots) is the queue's business: the service calls
 :meth:`JobRunner.admit` once per submit.
@@ -16,7 +18,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 import pluggy
@@ -26,6 +28,7 @@ from bifrost_async.core.finish import finish_job
 from bifrost_async.core.hooks import notify
 from bifrost_async.core.jobs import Job, JobStatus
 from bifrost_async.core.logfields import exception_fields
+from bifrost_async.core.outage import GaveUp, StoreOutage
 from bifrost_async.core.outcome import (
     CapturedResponse,
     Outcome,
@@ -34,6 +37,7 @@ from bifrost_async.core.outcome import (
 )
 from bifrost_async.core.provider import Provider, ProviderError
 from bifrost_async.core.queue import LocalQueue, Slot, WorkItem, WorkQueue
+from bifrost_async.core.reachability import StoreReachability
 from bifrost_async.core.store import JobStore, StoreError
 from bifrost_async.core.watch import JobEndedElsewhere, run_watched
 
@@ -95,7 +99,13 @@ class JobRunner:
         self.queue: WorkQueue = queue if queue is not None else LocalQueue(config)
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, tuple[Job, asyncio.Task[object]]] = {}
+        #: Jobs a worker has taken, from their start write to their terminal write (which may
+        #: wait out a store outage): held, so their leases are renewed and nobody judges them.
+        self._held: dict[str, Job] = {}
         self._lease_task: asyncio.Task[None] | None = None
+        #: This process's view of the store (polls and a sweeping store judge leases by it).
+        self.reachability = StoreReachability(self.clock, config.lease_seconds)
+        self.outage = StoreOutage(self.reachability, config.lease_seconds)
 
     # -- the service's side ----------------------------------------------------------------------
 
@@ -129,7 +139,7 @@ class JobRunner:
 
     def owns(self, job_id: str) -> bool:
         """True while this runner holds the job (queued or running): its lease is alive."""
-        return self.queue.holds(job_id) or job_id in self._running
+        return self.queue.holds(job_id) or job_id in self._held
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -194,14 +204,42 @@ class JobRunner:
 
     async def _run(self, item: WorkItem) -> None:
         job = item.job
-        now = self.clock()
-        job.status = JobStatus.PROCESSING
-        job.started_at = now
-        job.worker = self.worker_name
-        job.lease_expires_at = now + self.config.lease_seconds
-        if not await self._store_update(job, expect=JobStatus.PENDING, attempts=3):
+        self._held[job.id] = job
+        try:
+            if await self._start(job):
+                await self._run_started(item)
+        finally:
+            self._held.pop(job.id, None)
+
+    async def _start(self, job: Job) -> bool:
+        """Mark ``job`` processing in the store (waiting out an outage); False if it is no longer
+        pending there (cancelled while queued) or shutdown's grace ended first."""
+
+        async def attempt() -> bool:
+            started = job.copy()  # the held job stays pending for its renewals until this lands
+            now = self.clock()
+            started.status, started.started_at, started.worker = JobStatus.PROCESSING, now, self.worker_name
+            started.lease_expires_at = now + self.config.lease_seconds
+            if not await self.store.update(started, expect=(JobStatus.PENDING,)):
+                return False
+            job.status, job.started_at, job.worker = started.status, now, started.worker
+            job.lease_expires_at = started.lease_expires_at
+            return True
+
+        try:
+            written = await self.outage.write(attempt, until=None, clock=self.clock, give_up=self._closing)
+        except GaveUp:
+            log.warning("job.not_started", reason="the store did not answer before shutdown")
+            return False
+        if not written:
             log.warning("job.not_started", reason="the stored job is no longer pending")
-            return
+        return written
+
+    def _closing(self) -> bool:
+        return self.queue.closing
+
+    async def _run_started(self, item: WorkItem) -> None:
+        job = item.job
         queue_wait = time.monotonic() - item.enqueued_at
         log.info("job.started", queue_wait_ms=round(queue_wait * 1000, 1))
         notify(self.pm, "job_started", job=job)
@@ -281,23 +319,36 @@ class JobRunner:
 
     async def _renew_leases(self) -> None:
         """Every third of a lease, extend the lease of each job this runner holds, so another
-        process sharing the store can tell a live job from one whose worker died."""
+        process sharing the store can tell a live job from one whose worker died. When a store
+        call fails, renew at once and then with back-off until a whole round lands; only then do
+        the runner's other writes go on (:class:`~bifrost_async.core.outage.StoreOutage`)."""
+        failures = 0
         while True:
-            await asyncio.sleep(self.config.lease_seconds / 3)
+            await self.outage.next_round(failures)
             held = self.queue.held_jobs()
-            held += [job for job, _ in self._running.values()]
-            for job in held:
-                if job.status.terminal:
-                    continue
-                job.lease_expires_at = self.clock() + self.config.lease_seconds
-                try:
-                    await self._store_update(job, expect=job.status)
-                except Exception as exc:  # one odd store error must not end renewals for good
-                    log.error("job.lease_renewal_failed", job_id=job.id, **exception_fields(exc))
+            held += self._held.values()
+            try:
+                for job in held:
+                    if job.status.terminal:
+                        continue
+                    job.lease_expires_at = self.clock() + self.config.lease_seconds
+                    await self.store.update(job.copy(), expect=(job.status,))
+            except StoreError as exc:
+                failures += 1
+                self.outage.lost(exc)
+                continue
+            except Exception as exc:  # one odd store error must not end renewals for good
+                log.error("job.lease_renewal_failed", **exception_fields(exc))
+            failures = 0
+            self.outage.renewed(answered=bool(held))
 
     async def _finish(
         self, job: Job, outcome: Outcome, *, expect: JobStatus, duration_ms: float | None = None
     ) -> None:
+        """Store ``job``'s end, waiting out a store outage until the result would have expired
+        (or shutdown's grace is over). A job found already ended (cancelled, or failed by
+        another process) keeps that end: the outcome is dropped and logged."""
+
         def finished(ended: Job) -> None:
             event = "job.completed" if outcome.ok else "job.failed"
             log.info(
@@ -310,21 +361,22 @@ class JobRunner:
             )
             notify(self.pm, "job_finished", job=ended)
 
-        # a store still failing after the retries: logged at each attempt; the job's lease runs
-        # out and a poll or a sweep fails it
-        with contextlib.suppress(StoreError):
-            await finish_job(
-                self.store, job, outcome, now=self.clock(), expect=expect, on_finished=finished, attempts=5
-            )
+        async def retry(write: Callable[[], Awaitable[bool]], until: float | None) -> bool:
+            return await self.outage.write(write, until=until, clock=self.clock, give_up=self._closing)
 
-    async def _store_update(self, job: Job, *, expect: JobStatus, attempts: int = 1) -> bool:
-        """Write ``job`` if the stored status is ``expect``; retry a store outage a few times, so a
-        brief blip does not lose a finished job's outcome."""
-        for attempt in range(attempts):
-            try:
-                return await self.store.update(job.copy(), expect=(expect,))
-            except StoreError as exc:
-                log.warning("job.store_error", error=str(exc), attempt=attempt + 1)
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        return False
+        self._held.setdefault(job.id, job)  # held until the write lands: renewed, never judged
+        try:
+            ended = await finish_job(
+                self.store, job, outcome, now=self.clock(), expect=expect, on_finished=finished, retry=retry
+            )
+        except GaveUp as exc:
+            # the lease runs out now; once the store is back, a poll or a sweep fails the job
+            log.error("job.outcome_lost", job_id=job.id, status_code=outcome.status_code, error=str(exc))
+            return
+        except asyncio.CancelledError:
+            log.error("job.outcome_lost", job_id=job.id, status_code=outcome.status_code, error="cancelled")
+            raise
+        finally:
+            self._held.pop(job.id, None)
+        if ended is None:
+            log.info("job.outcome_dropped", job_id=job.id, reason="the stored job had ended already")

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from bifrost_async.core.jobs import Job, JobStatus, is_job_id
+from bifrost_async.core.reachability import StoreReachability as StoreReachability
 
 _T = TypeVar("_T")
 
@@ -198,12 +199,22 @@ class StoreHost:
     job if this call ended it (``None`` if another process or a poll did first). It raises
     :class:`StoreUnavailable` when the store is down.
 
+    A lease that ran out while the store itself was unreachable says nothing about its worker
+    (nobody could renew it). The middleware's ``fail_orphan`` therefore ends nothing (returns
+    ``None``) until this process has seen the store answer for a whole lease since its last
+    failure. A sweep helps it see: it reports each round to :attr:`reachability` (``failed()``
+    when the store is unavailable, ``answered()`` when it answered; ``restarted()`` when it can
+    tell the server restarted) and may skip a round while ``may_judge_leases()`` is false.
+
     ``attach`` is called once, after the store started and before the first request; a store
     without the method is simply not told (its orphans end on their next poll).
     """
 
     holds: Callable[[str], bool]
     fail_orphan: Callable[[Job], Awaitable[Job | None]]
+    #: The middleware's view of the store (shared with its runner and polls); ``None`` (a host
+    #: built by an older caller): judge leases at once, as before.
+    reachability: StoreReachability | None = None
 
     @classmethod
     def unattached(cls, store: JobStore, clock: Callable[[], float]) -> StoreHost:

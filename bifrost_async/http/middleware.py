@@ -130,7 +130,13 @@ class AsyncJobsMiddleware:
             self.endpoints.bind(self.service)
             attach = getattr(store, "attach", None)
             if callable(attach):  # a store that sweeps its own orphans (StoreHost)
-                attach(StoreHost(holds=runner.owns, fail_orphan=self.service.fail_orphan))
+                attach(
+                    StoreHost(
+                        holds=runner.owns,
+                        fail_orphan=self.service.fail_orphan,
+                        reachability=runner.reachability,
+                    )
+                )
             await call_lifecycle(self.pm, "async_jobs_startup", isolate=False, middleware=self)
             if self._store_shared and not cfg.owner_secret:
                 # Unkeyed owner digests in a store others can read let them test guessed

@@ -225,10 +225,13 @@ class JobService:
         if not is_job_id(job_id):
             raise not_found()  # before any store access: odd ids never reach a store
         asker = self.owner(scope)  # computed for every poll, so all 404s cost about the same
+        reachability = self.runner.reachability
         try:
             job = await self.store.get(job_id)
-        except StoreError:
+        except StoreError as exc:
+            reachability.failed(str(exc))
             raise self.unavailable() from None
+        reachability.answered()
         now = self.config.clock()
         if job is None or job.expired(now) or job.request_type != spec.request_type:
             raise not_found()
@@ -244,6 +247,8 @@ class JobService:
             and job.lease_expires_at is not None
             and job.lease_expires_at < now
             and not self.runner.owns(job.id)
+            # a lease that ran out while the store was down says nothing of its worker
+            and self.runner.reachability.may_judge_leases()
         )
 
     async def _fail_orphan(self, job: Job) -> Job:
@@ -259,7 +264,13 @@ class JobService:
         """End ``job``, whose worker stopped renewing its lease, as ``worker_lost``; returns the
         ended job if this call ended it (the store's compare-and-set lets one caller win; then the
         ``job_finished`` observers are told), else ``None``. ``StoreHost.fail_orphan`` for
-        sweeping stores; raises :class:`~bifrost_async.core.store.StoreError` when the store fails."""
+        sweeping stores; raises :class:`~bifrost_async.core.store.StoreError` when the store fails.
+
+        Also ``None``, with nothing written, while this process may not judge leases (the store
+        was unreachable less than a lease ago: the worker may be alive and about to renew), so
+        every sweeping store gets that wait, whether or not it asks ``StoreHost.reachability``."""
+        if not self.runner.reachability.may_judge_leases():
+            return None
 
         def finished(ended: Job) -> None:
             log.warning("job.orphan_failed", job_id=ended.id, worker=ended.worker, by=by)

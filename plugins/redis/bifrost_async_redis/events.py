@@ -30,13 +30,19 @@ _RETRY = 0.5
 
 async def listen(store: RedisJobStore, waiters: Waiters, subscribed: asyncio.Event) -> None:
     """Subscribe to the store's channel and wake ``waiters`` per message, until cancelled;
-    reconnect after any failure. ``subscribed`` is set once the first subscription is active."""
+    reconnect after any failure. ``subscribed`` is set once the first subscription is active.
+    A lost subscription is logged once (a warning), and once more when it is back (an info), not
+    at every reconnection attempt of an outage."""
+    lost = False
     while True:
         pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(store.channel)
             waiters.wake_all()  # anything published while we were not subscribed is re-read
             subscribed.set()
+            if lost:
+                log.info("redis_store.subscription_restored")
+                lost = False
             while True:
                 message = await pubsub.get_message(timeout=_READ_WAIT)
                 if message is not None and message.get("type") == "message":
@@ -45,7 +51,9 @@ async def listen(store: RedisJobStore, waiters: Waiters, subscribed: asyncio.Eve
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure: reconnect, never stop listening
-            log.warning("redis_store.subscription_lost", error_type=type(exc).__name__)
+            if not lost:
+                log.warning("redis_store.subscription_lost", error_type=type(exc).__name__)
+                lost = True
             await asyncio.sleep(_RETRY)
         finally:
             with contextlib.suppress(Exception):  # the connection may be dead already

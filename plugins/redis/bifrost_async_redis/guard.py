@@ -41,7 +41,9 @@ def guard() -> Iterator[None]:
     except rexc.OutOfMemoryError:  # a ResponseError: caught first
         raise StoreFull("the Redis job store is out of memory (maxmemory reached)") from None
     except UNAVAILABLE as exc:
-        log.warning("redis_store.unavailable", error_type=type(exc).__name__)
+        # debug: during an outage every call fails; the middleware's StoreReachability says it
+        # once (store.unreachable, then store.reachable)
+        log.debug("redis_store.unavailable", error_type=type(exc).__name__)
         raise StoreUnavailable(f"redis is unavailable ({type(exc).__name__})") from None
     except rexc.ResponseError as exc:
         log.error("redis_store.error_reply", error_type=type(exc).__name__, error=str(exc)[:200])

@@ -76,6 +76,8 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
         #: job (then it is alive, whatever Redis says), and how to end an orphan so that the
         #: ``job_finished`` observers hear of it.
         self.host = StoreHost.unattached(self, clock)
+        #: The ``run_id`` of the Redis server the sweep last saw (a change: it restarted).
+        self.run_id: str | None = None
 
     def attach(self, host: StoreHost) -> None:
         """Called by a started middleware (:class:`bifrost_async.store.StoreHost`)."""

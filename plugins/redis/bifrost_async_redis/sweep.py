@@ -12,6 +12,12 @@ operator's ``DEL``): the unfinished job's entry would otherwise hold a place in 
 Its lease still runs out (nobody can renew a missing job), so the sweep finds it in the leases
 index, sees the hash gone and drops the id from the bound (``scripts.FORGET_VANISHED``). Entries in
 its owner's list index go when that owner next lists (``listing.py`` prunes missing jobs).
+
+A lease that ran out while Redis was unreachable says nothing of its worker: nobody could renew
+it. So each round tells the middleware's ``StoreHost.reachability`` whether Redis answered, and
+leases are judged only while it allows (Redis has answered this process for a whole lease since
+its last failure); a restart of Redis (a new ``run_id``) counts as a failure seen now, even when
+no call of this process failed meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 
 import structlog
 from bifrost_async.store import StoreError
+from redis.exceptions import ResponseError
 
 from . import scripts
 from .store import RedisJobStore
@@ -38,6 +45,12 @@ async def sweep_once(store: RedisJobStore) -> list[str]:
     now = store.clock()
     with store.guard():
         ids = await store.redis.zrangebyscore(store.leases_key, "-inf", f"({now!r}", start=0, num=BATCH)
+    reachability = store.host.reachability
+    if reachability is not None:
+        await _notice_restart(store)
+        reachability.answered()
+        if not reachability.may_judge_leases():
+            return []  # Redis was just unreachable: live workers get a lease to renew first
     failed: list[str] = []
     for raw_id in ids:
         job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
@@ -57,6 +70,20 @@ async def sweep_once(store: RedisJobStore) -> list[str]:
     return failed
 
 
+async def _notice_restart(store: RedisJobStore) -> None:
+    """Tell the host's reachability when Redis restarted since the last look (its ``run_id``
+    changed): every lease lapsed meanwhile, whether or not a call of this process failed."""
+    with store.guard():
+        try:
+            info = await store.redis.info("server")
+        except ResponseError:  # INFO refused (an ACL without it): outages seen here still count
+            return
+    run_id = str(info.get("run_id", ""))
+    seen, store.run_id = store.run_id, run_id
+    if seen is not None and run_id != seen and store.host.reachability is not None:
+        store.host.reachability.restarted()
+
+
 async def forget_vanished(store: RedisJobStore, job_id: str) -> bool:
     """Drop the lease entry of a job :meth:`~RedisJobStore.get` did not find and, if its hash
     is gone, its place in the bound; ``False`` if the hash exists (an expired job)."""
@@ -69,12 +96,16 @@ async def forget_vanished(store: RedisJobStore, job_id: str) -> bool:
 
 
 async def sweep_forever(store: RedisJobStore) -> None:
-    """Sweep every ``sweep_interval`` seconds until cancelled; an outage only skips a round."""
+    """Sweep every ``sweep_interval`` seconds until cancelled; an outage only skips a round, and
+    each round tells the host's reachability whether Redis answered."""
     while True:
         await asyncio.sleep(store.options.sweep_interval)
+        reachability = store.host.reachability
         try:
             await sweep_once(store)
-        except StoreError:
-            pass  # already logged by the store; the next round tries again
+        except StoreError as exc:  # the next round tries again
+            if reachability is not None:
+                reachability.failed(str(exc))
+            continue
         except Exception:
             log.exception("redis_store.sweep_failed")

@@ -51,17 +51,20 @@ def serving_pid(port: int) -> int | None:
 
 
 class RedisServer:
-    """A ``redis-server`` subprocess without persistence; it can be stopped and started again
-    on the same port (a restart loses its data, as a real one without persistence does).
+    """A ``redis-server`` subprocess; it can be stopped (SIGTERM) and started again on the same
+    port and data directory. Without ``persistent`` a restart loses its data, as a real one
+    without persistence does; with it the append-only file (fsync on every write) brings every
+    acknowledged write back.
 
     The port is picked free but only bound by redis-server later, so something else may take it
     in between: then the first :meth:`start` moves to a fresh port, as long as nobody has read
     :attr:`url` yet. Once the URL is out (or the server has run), the port is kept, and losing
     it on a restart is an error."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
         self.port = port or free_port()
         self.workdir = workdir
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
         self._port_fixed = port is not None
 
@@ -87,7 +90,10 @@ class RedisServer:
         """Start redis-server on :attr:`port`: True once it answers there, False if the port is
         taken (by anything, even another redis-server); any other failure raises."""
         command = [REDIS_SERVER or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        aof = (
+            ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        )
+        command += ["--save", "", *aof, "--dir", str(self.workdir)]
         log = self.workdir / "redis.log"
         with log.open("ab") as logfile:
             logged = logfile.tell()
