@@ -104,11 +104,11 @@ class JobRunner:
         """False before :meth:`start` and once shutdown began: no job is admitted."""
         return self.queue.accepting
 
-    def admit(self, owner: str = "") -> Slot:
+    async def admit(self, owner: str = "") -> Slot:
         """Admit a job of ``owner``: a slot in the queue to fill once the job is stored, given back
         if it is not (:class:`~bifrost_async.core.queue.Slot`); or
         :class:`~bifrost_async.core.queue.QueueRefused`."""
-        return self.queue.admit(owner)
+        return await self.queue.admit(owner)
 
     def discard(self, job_id: str) -> bool:
         """Drop a cancelled job from the queue now (its slot, share and spool); ``False`` if it
@@ -134,6 +134,7 @@ class JobRunner:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.queue.start()
         self.queue.accepting = True
         self._workers = [
             asyncio.create_task(self._work(), name=f"bifrost-async-worker-{n}")
@@ -162,6 +163,7 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers, self._lease_task = [], None
+        await self.queue.close()
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -186,7 +188,13 @@ class JobRunner:
                 self.queue.done(item)
 
     async def _fail_unstarted(self, item: WorkItem) -> None:
-        """Fail a queued job that shutdown will not let start, and drop its spool."""
+        """Hand a queued job that shutdown will not let start back to a distributed queue (another
+        instance runs it), else fail it; drop its spool either way."""
+        if await self.queue.hand_back(item, ran=False):
+            log.info("job.handed_back", job_id=item.job.id, started=False)
+            item.request.close()
+            self.queue.done(item)
+            return
         reason = "the server shut down before the job started"
         await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
         item.request.close()
@@ -199,8 +207,8 @@ class JobRunner:
         job.started_at = now
         job.worker = self.worker_name
         job.lease_expires_at = now + self.config.lease_seconds
-        if not await self._store_update(job, expect=JobStatus.PENDING, attempts=3):
-            log.warning("job.not_started", reason="the stored job is no longer pending")
+        if not await self._store_update(job, expect=item.expect, attempts=3):
+            log.warning("job.not_started", reason=f"the stored job is no longer {item.expect.value}")
             return
         queue_wait = time.monotonic() - item.enqueued_at
         log.info("job.started", queue_wait_ms=round(queue_wait * 1000, 1))
@@ -216,8 +224,7 @@ class JobRunner:
                 type="server_error",
                 code="internal_error",
             )
-        if outcome is None:  # cancelled (or removed) while it ran: the store holds its end already
-            log.info("job.cancelled")
+        if outcome is None:  # cancelled, removed or handed back: the store holds its state already
             return
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         await self._finish(job, outcome, expect=JobStatus.PROCESSING, duration_ms=duration_ms)
@@ -225,6 +232,8 @@ class JobRunner:
     async def _execute(self, item: WorkItem) -> Outcome | None:
         job = item.job
         if self.queue.closing:  # shutdown began while this job was being marked processing
+            if await self._hand_back(item):
+                return None
             return self._shutdown_failure(job, "the server shut down before the job finished")
         task: asyncio.Task[object] = asyncio.create_task(
             self.provider.execute(item.request, max_result_bytes=self.config.max_result_bytes)
@@ -235,6 +244,7 @@ class JobRunner:
                 ran = await run_watched(task, self.store, job.id, self.config.job_timeout + 1)
             response = cast(CapturedResponse, ran)
         except JobEndedElsewhere:
+            log.info("job.cancelled")
             return None
         except TimeoutError:
             return failure(
@@ -256,6 +266,8 @@ class JobRunner:
                 # shutdown): record the failure anyway, so the job is not left processing
                 await asyncio.shield(self._finish(job, failed, expect=JobStatus.PROCESSING))
                 raise
+            if self.queue.closing and await self._hand_back(item):
+                return None
             return failed
         except Exception as exc:
             log.error("job.crashed", **exception_fields(exc))
@@ -275,6 +287,14 @@ class JobRunner:
             # parsing and encoding a large body would stall every other request meanwhile
             return await asyncio.to_thread(outcome_from_response, response, job.extra_fields)
         return outcome_from_response(response, job.extra_fields)
+
+    async def _hand_back(self, item: WorkItem) -> bool:
+        """At shutdown, give a run this instance will not finish back to a distributed queue, at
+        once, so that another instance runs it again (``False``: nobody can; fail it)."""
+        handed = await self.queue.hand_back(item, ran=True)
+        if handed:
+            log.info("job.handed_back", started=True, attempt=item.attempt)
+        return handed
 
     def _shutdown_failure(self, job: Job, reason: str) -> Outcome:
         return failure(500, reason, job.extra_fields, type="server_error", code="server_shutdown")
@@ -313,9 +333,13 @@ class JobRunner:
         # a store still failing after the retries: logged at each attempt; the job's lease runs
         # out and a poll or a sweep fails it
         with contextlib.suppress(StoreError):
-            await finish_job(
+            ended = await finish_job(
                 self.store, job, outcome, now=self.clock(), expect=expect, on_finished=finished, attempts=5
             )
+            if ended is None and self.queue.distributed:
+                # at-least-once: another run of this job (re-delivered while this one was thought
+                # lost) ended it first; the first result wins, this one is dropped
+                log.warning("job.duplicate_result_dropped", job_id=job.id, worker=self.worker_name)
 
     async def _store_update(self, job: Job, *, expect: JobStatus, attempts: int = 1) -> bool:
         """Write ``job`` if the stored status is ``expect``; retry a store outage a few times, so a

@@ -41,6 +41,8 @@ _INTEGERS = (
     "default_ttl",
     "max_ttl",
     "retry_after",
+    "max_attempts",
+    "max_queued_body_bytes",
 )
 _NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds")
 
@@ -64,6 +66,22 @@ class AsyncJobsConfig:
     store: str = "memory"
     #: Options handed to the store's factory (e.g. ``{"url": "redis://..."}``).
     store_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Name of the work queue between submit and run (a plugin registers it with
+    #: ``register_queues``): ``"local"`` (built in) runs a job in the process that accepted it;
+    #: ``"redis"`` (``bifrost-async-redis``, with ``store="redis"``) lets any instance run any job,
+    #: re-delivers the jobs of an instance that died and hands back those of one shut down.
+    queue: str = "local"
+    #: Runs of a job a distributed queue allows when instances die while running it: each lost
+    #: run is re-delivered to another instance (the upstream may see the request again) until
+    #: this many ran; then it fails ``worker_lost``. 1: at most once, as the local queue.
+    max_attempts: int = 3
+    #: Largest request body a distributed queue stores in shared storage (in pieces) for
+    #: another instance to replay; larger submits get 413. The local queue ignores it.
+    max_queued_body_bytes: int = 64 * MB
+    #: Keys sealing the replay headers a distributed queue stores (comma-separated base64url,
+    #: the first seals, all open; ``bifrost-async keygen`` makes one). ``None``: read
+    #: ``BIFROST_ASYNC_ENCRYPTION_KEY``. A distributed queue refuses to start without one.
+    encryption_key: str | None = dataclasses.field(default=None, repr=False)
     #: Name of the provider that runs jobs: ``"asgi"`` replays into the wrapped app.
     provider: str = "asgi"
     #: Options handed to the provider's factory.
@@ -142,6 +160,8 @@ class AsyncJobsConfig:
             "lease_seconds",
             "retry_after",
             "max_failed_ttl",
+            "max_attempts",
+            "max_queued_body_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -186,7 +206,7 @@ class AsyncJobsConfig:
                 raise OptionError(name, f"must be {kind}, got {value!r}")
             if not math.isfinite(value):
                 raise OptionError(name, f"must be a finite number, got {value!r}")
-        for name in ("prefix", "store", "provider"):
+        for name in ("prefix", "store", "provider", "queue"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise OptionError(name, f"must be a non-empty string, got {getattr(self, name)!r}")
         for name in ("route_overrides", "store_options", "provider_options"):

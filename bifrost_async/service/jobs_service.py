@@ -71,6 +71,12 @@ class JobService:
         self.runner = runner
         self.admission = Admission(self)
         self._trusted = networks(config.trusted_proxies)
+        #: A distributed queue stores the body where every instance reads it: its own limit too.
+        self._body_limit = (
+            min(config.max_body_bytes, config.max_queued_body_bytes)
+            if runner.queue.distributed
+            else config.max_body_bytes
+        )
 
     def owner(self, scope: dict[str, Any]) -> str:
         """Who is asking, as the ``job_owner`` hook decides."""
@@ -133,7 +139,7 @@ class JobService:
         body, size = await spool_body(
             receive,
             headers,
-            max_bytes=self.config.max_body_bytes,
+            max_bytes=self._body_limit,
             memory_bytes=self.config.spool_memory_bytes,
             spool_dir=self.config.spool_dir,
         )
@@ -193,7 +199,9 @@ class JobService:
             metadata=metadata,
             failed_ttl=min(ttl, self.config.max_failed_ttl),
             worker=self.runner.worker_name,
-            lease_expires_at=now + self.config.lease_seconds,
+            # a job waiting in a distributed queue is held by no instance: its liveness is the
+            # queue's (an entry whose consumer died is re-delivered), so it has no lease to lapse
+            lease_expires_at=None if self.runner.queue.distributed else now + self.config.lease_seconds,
         )
         try:
             if claim is not None:  # a racing submit may have claimed the key since it was free
@@ -205,7 +213,12 @@ class JobService:
         except StoreError:
             raise self.unavailable() from None
         request.headers = replay_headers(request.headers)  # the endpoint gets none of our knobs
-        if not slot.enqueue(WorkItem(job=job, request=request)):
+        try:
+            queued = await slot.enqueue(WorkItem(job=job, request=request))
+        except StoreError:  # a distributed queue could not store the request: nobody can run it
+            await self.admission.withdraw(job)
+            raise self.unavailable() from None
+        if not queued:
             # shutdown failed the queue while this job was being stored: nobody would run it
             await self.admission.withdraw(job)
             raise self.unavailable("the server is shutting down and accepts no new jobs")
@@ -240,7 +253,8 @@ class JobService:
 
     def _orphaned(self, job: Job, now: float) -> bool:
         return (
-            not job.status.terminal
+            not self.runner.queue.distributed  # the queue re-delivers, or fails once attempts are spent
+            and not job.status.terminal
             and job.lease_expires_at is not None
             and job.lease_expires_at < now
             and not self.runner.owns(job.id)
@@ -265,6 +279,8 @@ class JobService:
             log.warning("job.orphan_failed", job_id=ended.id, worker=ended.worker, by=by)
             notify(self.pm, "job_finished", job=ended)
 
+        if self.runner.queue.distributed:
+            return None  # the queue re-delivers it (XAUTOCLAIM), or fails it once attempts are spent
         outcome = worker_lost_outcome(job)
         now = self.config.clock()
         return await finish_job(self.store, job, outcome, now=now, expect=job.status, on_finished=finished)

@@ -1,0 +1,130 @@
+"""The request that travels with a job: what the replay needs, in Redis, for any instance.
+
+Written once at submit, by the instance that accepted the job, read by the instance that runs it
+(which rebuilds a local spool), deleted when the job ends. Two keys per job:
+
+- ``{prefix}req:{id}:body``: a list of pieces of at most ``PIECE_BYTES`` (256 KiB), each its own
+  ``RPUSH`` and read back with its own ``LINDEX``, so a 25 MB upload never holds Redis for the
+  time of one huge command: other clients' commands run between the pieces.
+- ``{prefix}req:{id}:head``: method, path, query, the size, the connection's scheme/server/client
+  (for in-process replay), and the **whole header list sealed** (AES-256-GCM,
+  :class:`bifrost_async.queue.Keyring`, the job id as authenticated context): no header, so no
+  credential, is in Redis in clear, and a head cannot be swapped onto another job. Written after
+  the body: a head present means the body is whole.
+
+Both expire (``ttl``) in case the job's end never deletes them (an instance that died with it).
+This is part of the Redis queue plugin rather than a hook of its own: the request's life (written
+with the stream entry, read on delivery, deleted with the ack) is the queue's, and one Redis
+serves both. A shared-directory or object-store variant would implement these three methods.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from typing import IO, Any
+
+import redis.asyncio as aioredis
+from bifrost_async.queue import CapturedRequest, Keyring
+
+#: Bytes per piece of a stored body: one command each, so Redis serves others in between.
+PIECE_BYTES = 256 * 1024
+#: The submitting scope's connection details kept for the asgi provider's replay (JSON values).
+_CARRIED = ("http_version", "scheme", "server", "client", "root_path")
+
+
+class RequestLost(Exception):
+    """The stored request is gone (expired, deleted) or cannot be opened with the keyring."""
+
+
+class RedisRequests:
+    """Store, load and drop the replay of a job's request in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str, keyring: Keyring, ttl: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.keyring = keyring
+        #: Seconds the keys live if nobody deletes them.
+        self.ttl = ttl
+
+    def head_key(self, job_id: str) -> str:
+        return f"{self.prefix}req:{job_id}:head"
+
+    def body_key(self, job_id: str) -> str:
+        return f"{self.prefix}req:{job_id}:body"
+
+    async def save(self, job_id: str, request: CapturedRequest) -> None:
+        """Write the body in pieces, then the head with its headers sealed."""
+        body_key = self.body_key(job_id)
+        await self.redis.delete(body_key)
+        request.rewind()
+        while True:
+            piece = request.body.read(PIECE_BYTES)
+            if not piece:
+                break
+            await self.redis.rpush(body_key, piece)
+        await self.redis.expire(body_key, self.ttl)
+        headers = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers])
+        sealed = self.keyring.seal(headers.encode("latin-1"), context=job_id.encode())
+        head = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string.decode("latin-1"),
+            "size": request.body_size,
+            "peer": request.peer,
+            "scope": {k: request.scope[k] for k in _CARRIED if _jsonable(request.scope.get(k))},
+            "headers": base64.b64encode(sealed).decode(),
+        }
+        await self.redis.set(self.head_key(job_id), json.dumps(head), ex=self.ttl)
+
+    async def load(self, job_id: str, *, memory_bytes: int, spool_dir: str | None) -> CapturedRequest:
+        """Rebuild the request with a local spool; :class:`RequestLost` if it cannot be."""
+        raw = await self.redis.get(self.head_key(job_id))
+        if raw is None:
+            raise RequestLost("the job's request is no longer stored")
+        head = json.loads(raw)
+        try:
+            opened = self.keyring.open(base64.b64decode(head["headers"]), context=job_id.encode())
+        except Exception as exc:  # SealError, or a mangled value: never echo it
+            raise RequestLost(f"the job's headers cannot be opened ({type(exc).__name__})") from None
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(opened)]
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - owned by the request
+            max_size=memory_bytes, dir=spool_dir, prefix="bifrost-async-"
+        )
+        try:
+            body_key = self.body_key(job_id)
+            pieces = int(await self.redis.llen(body_key))
+            for index in range(pieces):
+                piece: Any = await self.redis.lindex(body_key, index)
+                if piece is None:
+                    raise RequestLost("the job's request body is no longer stored")
+                spool.write(piece)
+            if spool.tell() != head["size"]:
+                raise RequestLost("the job's request body is incomplete")
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        scope: dict[str, Any] = dict(head["scope"])
+        for name in ("server", "client"):
+            if isinstance(scope.get(name), list):
+                scope[name] = tuple(scope[name])
+        return CapturedRequest(
+            method=head["method"],
+            path=head["path"],
+            query_string=head["query"].encode("latin-1"),
+            headers=headers,
+            body=spool,
+            body_size=head["size"],
+            scope=scope,
+            peer=head["peer"],
+        )
+
+    async def drop(self, job_id: str) -> None:
+        """Delete the stored request (the job ended, or was withdrawn)."""
+        await self.redis.delete(self.head_key(job_id), self.body_key(job_id))
+
+
+def _jsonable(value: object) -> bool:
+    return isinstance(value, str | int | float | list | tuple) and value is not None
