@@ -146,7 +146,7 @@ class AsyncJobsMiddleware:
             except BaseException:
                 await store.close()
                 raise
-            worker_name = default_worker_name()
+            worker_name = cfg.worker_name or default_worker_name()
             queue = self._queue_factory(
                 QueueContext(config=cfg, store=store, worker_name=worker_name, finished=self._queue_finished)
             )

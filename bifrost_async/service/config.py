@@ -82,6 +82,9 @@ class AsyncJobsConfig:
     #: the first seals, all open; ``bifrost-async keygen`` makes one). ``None``: read
     #: ``BIFROST_ASYNC_ENCRYPTION_KEY``. A distributed queue refuses to start without one.
     encryption_key: str | None = dataclasses.field(default=None, repr=False)
+    #: This instance's name, recorded on the jobs it runs and used as its consumer name in a
+    #: distributed queue; ``None``: ``host:pid``. Must differ between instances sharing a store.
+    worker_name: str | None = None
     #: Name of the provider that runs jobs: ``"asgi"`` replays into the wrapped app.
     provider: str = "asgi"
     #: Options handed to the provider's factory.

@@ -1,0 +1,247 @@
+"""The ``redis`` work queue against a real redis-server, in one process: the request travels
+through Redis (headers sealed, body in pieces) and comes back whole; an entry whose consumer
+stopped renewing it is re-delivered as the next attempt, and fails ``worker_lost`` once
+``max_attempts`` runs were lost; a run not finished at shutdown is handed back at once; nothing
+of a credential is in Redis in clear; the misconfigurations are refused before anything starts."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from bifrost_async import AsyncJobsMiddleware
+from bifrost_async.jobs import Job, JobStatus
+from bifrost_async.queue import CapturedRequest, QueueContext, QueueRefused, WorkItem
+from bifrost_async.store import StoreContext
+from bifrost_async.testing import FakeClock, make_job, processing
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from test_redis_service import SUBMIT, completed, eventually
+
+from bifrost_async_redis import RedisJobStore, RedisWorkQueue, redis_queue, redis_store
+from bifrost_async_redis.requests import PIECE_BYTES
+
+KEY = "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqo"  # 32 bytes, base64url
+SECRET = "Bearer sk-test-SECRET-9d41"
+API_KEY = "sk-api-SECRET-77aa"
+
+
+class Options:
+    """The options a queue reads (a stand-in for AsyncJobsConfig with a short lease)."""
+
+    queue_size = 100
+    lease_seconds = 0.4
+    max_attempts = 2
+    max_queued_body_bytes = 64 * 1024 * 1024
+    spool_memory_bytes = 64 * 1024
+    spool_dir = None
+    encryption_key = KEY
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    def owner_queue_share(self) -> int:
+        return 0
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisJobStore]:
+    built = redis_store(
+        StoreContext(clock=FakeClock(), max_jobs=1000, options={"url": redis_url, "sweep_interval": 0})
+    )
+    await built.start()
+    yield built
+    await built.close()
+
+
+async def queue_for(store: RedisJobStore, name: str, ended: list[Job] | None = None) -> RedisWorkQueue:
+    context = QueueContext(
+        config=Options(store.clock),  # type: ignore[arg-type]
+        store=store,
+        worker_name=name,
+        finished=(ended if ended is not None else []).append,
+    )
+    queue = redis_queue(context)
+    assert queue is not None
+    await queue.start()
+    queue.accepting = True
+    return queue
+
+
+def request(body: bytes) -> CapturedRequest:
+    headers = [(b"authorization", SECRET.encode()), (b"x-api-key", API_KEY.encode()), (b"x-other", b"v")]
+    return CapturedRequest(
+        method="POST",
+        path="/v1/chat/completions",
+        query_string=b"a=1",
+        headers=headers,
+        body=io.BytesIO(body),
+        body_size=len(body),
+        scope={"scheme": "http", "server": ("127.0.0.1", 80), "state": {"not": object()}},
+        peer="10.0.0.9",
+    )
+
+
+async def submit(queue: RedisWorkQueue, store: RedisJobStore, body: bytes) -> Job:
+    job = make_job(store.clock)  # type: ignore[arg-type]
+    await store.create(job)
+    with await queue.admit("") as slot:
+        assert await slot.enqueue(WorkItem(job=job, request=request(body)))
+    return job
+
+
+async def die(queue: RedisWorkQueue) -> None:
+    """Stop a queue's renewals and reclaims as a killed process would (no hand-back)."""
+    for task in queue._background:
+        task.cancel()
+    await asyncio.gather(*queue._background, return_exceptions=True)
+    queue._background = []
+
+
+async def test_the_request_comes_back_whole_with_its_headers_sealed(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    queue = await queue_for(store, "a")
+    body = bytes(range(256)) * (PIECE_BYTES // 256 * 3 + 7)  # a bit over 3 pieces
+    job = await submit(queue, store, body)
+    assert await raw.llen(queue.requests.body_key(job.id)) == 4
+    # nothing of a credential in any key or value
+    dump = b""
+    async for key in raw.scan_iter():
+        dump += key
+        kind = (await raw.type(key)).decode()
+        if kind == "string":
+            dump += await raw.get(key)
+        elif kind == "list":
+            dump += b"".join(await raw.lrange(key, 0, -1))
+        elif kind == "hash":
+            dump += b"".join(k + v for k, v in (await raw.hgetall(key)).items())
+        elif kind == "stream":
+            dump += repr(await raw.xrange(key)).encode()
+        elif kind == "zset":
+            dump += b"".join(m for m, _ in await raw.zrange(key, 0, -1, withscores=True))
+    for secret in (SECRET, API_KEY, "sk-test-SECRET", "x-other"):
+        assert secret.encode() not in dump
+    item = await queue.take()
+    assert item.job.id == job.id and item.attempt == 1 and item.expect is JobStatus.PENDING
+    got = item.request
+    assert got.body.read() == body and got.body_size == len(body)
+    assert got.header(b"authorization") == SECRET.encode() and got.header(b"x-api-key") == API_KEY.encode()
+    assert (got.method, got.path, got.query_string, got.peer) == (
+        "POST",
+        "/v1/chat/completions",
+        b"a=1",
+        "10.0.0.9",
+    )
+    assert got.scope == {"scheme": "http", "server": ("127.0.0.1", 80)}
+    queue.done(item)
+    await queue.close()
+    assert await raw.exists(queue.requests.head_key(job.id), queue.requests.body_key(job.id)) == 0
+    assert await raw.xlen(queue.stream) == 0
+
+
+async def test_a_lost_run_is_redelivered_then_fails_once_attempts_are_spent(store: RedisJobStore) -> None:
+    ended: list[Job] = []
+    a = await queue_for(store, "a")
+    job = await submit(a, store, b"{}")
+    first = await a.take()
+    assert await store.update(processing(first.job, store.clock), expect=(JobStatus.PENDING,))  # type: ignore[arg-type]
+    await die(a)  # a's run is lost: nobody renews its entry
+    b = await queue_for(store, "b", ended)
+    second = await asyncio.wait_for(b.take(), 30)
+    assert second.job.id == job.id and second.attempt == 2 and second.expect is JobStatus.PROCESSING
+    await die(b)  # the second run is lost too: max_attempts (2) runs lost
+    c = await queue_for(store, "c", ended)
+    await eventually(lambda: _status(store, job.id, JobStatus.FAILED), "the job to fail", 30)
+    stored = await store.get(job.id)
+    assert stored is not None and stored.error is not None
+    assert stored.error["error"]["code"] == "worker_lost"
+    assert [e.id for e in ended] == [job.id]
+    await c.close()
+
+
+async def _status(store: RedisJobStore, job_id: str, status: JobStatus) -> bool:
+    job = await store.get(job_id)
+    return job is not None and job.status is status
+
+
+async def test_a_run_handed_back_is_taken_by_another_instance_at_once(store: RedisJobStore) -> None:
+    a = await queue_for(store, "a")
+    job = await submit(a, store, b"{}")
+    item = await a.take()
+    assert await a.hand_back(item, ran=True)
+    a.done(item)
+    b = await queue_for(store, "b")
+    again = await asyncio.wait_for(b.take(), 10)  # long before a lease would pass
+    assert again.job.id == job.id and again.attempt == 1  # a deploy is not a lost run
+    assert again.request.body.read() == b"{}"  # the request was kept for it
+    await a.close()
+    await b.close()
+
+
+async def test_the_bound_holds_across_instances(store: RedisJobStore) -> None:
+    a, b = await queue_for(store, "a"), await queue_for(store, "b")
+    a.config.queue_size = b.config.queue_size = 2  # type: ignore[misc]
+    await submit(a, store, b"{}")
+    await submit(b, store, b"{}")
+    with pytest.raises(QueueRefused) as refused:
+        await a.admit("")
+    assert refused.value.reason == "full"
+
+
+# -- the middleware on the queue ----------------------------------------------------------------
+
+
+async def chat(request: Request) -> JSONResponse:
+    return JSONResponse({"auth": request.headers.get("authorization"), "body": (await request.json())["n"]})
+
+
+def instance(url: str, name: str, **options: Any) -> AsyncJobsMiddleware:
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    return AsyncJobsMiddleware(
+        app,
+        store="redis",
+        store_options={"url": url, "sweep_interval": 0},
+        queue="redis",
+        encryption_key=KEY,
+        worker_name=name,
+        **options,
+    )
+
+
+async def test_a_job_runs_through_the_queue_and_leaves_nothing(redis_url: str, raw: aioredis.Redis) -> None:
+    app = instance(redis_url, "a")
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 7}
+            submitted = await client.post(SUBMIT, json=body, headers={"Authorization": SECRET})
+            assert submitted.status_code == 202, submitted.text
+            done = await completed(client, submitted.json()["id"], headers={"Authorization": SECRET})
+            assert done.json()["result"] == {"auth": SECRET, "body": 7}
+        await eventually(lambda: _no_request_keys(raw), "the request keys to go")
+        assert await raw.xlen("bifrost-async:queue") == 0
+    finally:
+        await app.shutdown()
+
+
+async def _no_request_keys(raw: aioredis.Redis) -> bool:
+    return not [key async for key in raw.scan_iter("bifrost-async:req:*")]
+
+
+def test_a_distributed_queue_needs_a_shared_store_and_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BIFROST_ASYNC_ENCRYPTION_KEY", raising=False)
+    app = Starlette()
+    with pytest.raises(ValueError, match="needs a shared store"):
+        AsyncJobsMiddleware(app, queue="redis", encryption_key=KEY)
+    with pytest.raises(ValueError, match=r"BIFROST_ASYNC_ENCRYPTION_KEY.*bifrost-async keygen"):
+        AsyncJobsMiddleware(app, store="redis", queue="redis")
+    with pytest.raises(ValueError, match="unknown queue 'nope'"):
+        AsyncJobsMiddleware(app, queue="nope")
