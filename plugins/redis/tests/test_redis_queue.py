@@ -245,3 +245,52 @@ def test_a_distributed_queue_needs_a_shared_store_and_a_key(monkeypatch: pytest.
         AsyncJobsMiddleware(app, store="redis", queue="redis")
     with pytest.raises(ValueError, match="unknown queue 'nope'"):
         AsyncJobsMiddleware(app, queue="nope")
+
+
+async def test_middleware_instances_replay_each_others_jobs_into_their_own_app(redis_url: str) -> None:
+    """Middleware mode: jobs submitted to A run on B too, replayed into B's own copy of the app."""
+    gate = asyncio.Event()
+    ran: list[tuple[str, int]] = []
+    both = asyncio.Condition()
+
+    def app_copy(name: str) -> Starlette:
+        async def held(request: Request) -> JSONResponse:
+            n = (await request.json())["n"]
+            async with both:
+                ran.append((name, n))
+                both.notify_all()
+            await gate.wait()
+            return JSONResponse({"copy": name, "n": n})
+
+        return Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])])
+
+    apps = []
+    for name in ("a", "b"):
+        apps.append(
+            AsyncJobsMiddleware(
+                app_copy(name),
+                store="redis",
+                store_options={"url": redis_url, "sweep_interval": 0},
+                queue="redis",
+                encryption_key=KEY,
+                worker_name=name,
+                concurrency=1,
+            )
+        )
+    for app in apps:
+        await app.startup()
+    try:
+        transport = httpx.ASGITransport(app=apps[0])
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+            ids = [(await client.post(SUBMIT, json={**body, "n": n})).json()["id"] for n in (1, 2)]
+            async with both:  # each instance has one worker: both jobs start only if B takes one
+                await asyncio.wait_for(both.wait_for(lambda: len(ran) == 2), 30)
+            assert {name for name, _ in ran} == {"a", "b"}
+            gate.set()
+            results = [(await completed(client, job_id)).json()["result"] for job_id in ids]
+        assert sorted(r["n"] for r in results) == [1, 2] and {r["copy"] for r in results} == {"a", "b"}
+    finally:
+        gate.set()
+        for app in apps:
+            await app.shutdown()
