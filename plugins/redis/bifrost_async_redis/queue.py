@@ -335,7 +335,7 @@ class RedisWorkQueue:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xack(self.stream, GROUP, entry_id)
                 pipe.xdel(self.stream, entry_id)
-                pipe.delete(self.requests.head_key(job_id), self.requests.body_key(job_id))
+                pipe.unlink(self.requests.head_key(job_id), self.requests.body_key(job_id))
                 await pipe.execute()
         except Exception as exc:  # the request expires on its own; the entry is reclaimed and skipped
             log.warning("redis_queue.ack_failed", job_id=job_id, error_type=type(exc).__name__)

@@ -57,7 +57,7 @@ class RedisRequests:
     async def save(self, job_id: str, request: CapturedRequest) -> None:
         """Write the body in pieces, then the head with its headers sealed."""
         body_key = self.body_key(job_id)
-        await self.redis.delete(body_key)
+        await self.redis.unlink(body_key)
         request.rewind()
         while True:
             piece = request.body.read(PIECE_BYTES)
@@ -122,8 +122,9 @@ class RedisRequests:
         )
 
     async def drop(self, job_id: str) -> None:
-        """Delete the stored request (the job ended, or was withdrawn)."""
-        await self.redis.delete(self.head_key(job_id), self.body_key(job_id))
+        """Delete the stored request (the job ended, or was withdrawn). ``UNLINK``: Redis frees a
+        large body in the background instead of blocking every client while it does."""
+        await self.redis.unlink(self.head_key(job_id), self.body_key(job_id))
 
 
 def _jsonable(value: object) -> bool:
