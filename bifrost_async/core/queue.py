@@ -167,6 +167,8 @@ class WorkQueue(Protocol):
     async def hand_back(self, item: WorkItem, *, ran: bool) -> bool: ...
     def discard(self, job_id: str) -> bool: ...
     def position(self, job_id: str) -> int | None: ...
+    async def positions(self, job_ids: list[str]) -> dict[str, int]: ...
+    async def abandoned(self, job: Job) -> bool: ...
     def holds(self, job_id: str) -> bool: ...
     def held_jobs(self) -> list[Job]: ...
     @property
@@ -245,6 +247,16 @@ class LocalQueue:
             if queued_id == job_id:
                 return position
         return None
+
+    async def positions(self, job_ids: list[str]) -> dict[str, int]:
+        """1-based places of those of ``job_ids`` queued here (a listing's page at once)."""
+        places = {job_id: self.position(job_id) for job_id in job_ids if job_id in self._queued}
+        return {job_id: place for job_id, place in places.items() if place is not None}
+
+    async def abandoned(self, job: Job) -> bool:
+        """Whether nobody will run ``job``, whose lease ran out and which this process does not
+        hold: always (only the process that took the submit could run it)."""
+        return True
 
     def holds(self, job_id: str) -> bool:
         return job_id in self._queued

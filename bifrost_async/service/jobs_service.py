@@ -199,9 +199,7 @@ class JobService:
             metadata=metadata,
             failed_ttl=min(ttl, self.config.max_failed_ttl),
             worker=self.runner.worker_name,
-            # a job waiting in a distributed queue is held by no instance: its liveness is the
-            # queue's (an entry whose consumer died is re-delivered), so it has no lease to lapse
-            lease_expires_at=None if self.runner.queue.distributed else now + self.config.lease_seconds,
+            lease_expires_at=now + self.config.lease_seconds,
         )
         try:
             if claim is not None:  # a racing submit may have claimed the key since it was free
@@ -247,14 +245,22 @@ class JobService:
             raise not_found()
         if job.owner and not hmac.compare_digest(job.owner, asker):
             raise not_found()
-        if self._orphaned(job, now):
+        if self._orphaned(job, now) and await self._abandoned(job):
             job = await self._fail_orphan(job)
         return job
 
+    async def _abandoned(self, job: Job) -> bool:
+        """A job whose lease ran out is lost only if no instance will run it: always with the
+        local queue; with a distributed one, only if it never reached the queue (a job waiting
+        there holds no lease, and one whose instance died is re-delivered by the queue)."""
+        try:
+            return await self.runner.queue.abandoned(job)
+        except StoreError:
+            raise self.unavailable() from None
+
     def _orphaned(self, job: Job, now: float) -> bool:
         return (
-            not self.runner.queue.distributed  # the queue re-delivers, or fails once attempts are spent
-            and not job.status.terminal
+            not job.status.terminal
             and job.lease_expires_at is not None
             and job.lease_expires_at < now
             and not self.runner.owns(job.id)
@@ -279,7 +285,7 @@ class JobService:
             log.warning("job.orphan_failed", job_id=ended.id, worker=ended.worker, by=by)
             notify(self.pm, "job_finished", job=ended)
 
-        if self.runner.queue.distributed:
+        if self.runner.queue.distributed and not await self.runner.queue.abandoned(job):
             return None  # the queue re-delivers it (XAUTOCLAIM), or fails it once attempts are spent
         outcome = worker_lost_outcome(job)
         now = self.config.clock()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from types import TracebackType
 from typing import Any
 
@@ -46,6 +47,7 @@ from bifrost_async.queue import (
 )
 from bifrost_async.store import JobStore, StoreUnavailable
 
+from . import queue_scripts
 from .guard import UNAVAILABLE, guard
 from .requests import RedisRequests, RequestLost
 from .store import RedisJobStore
@@ -92,6 +94,12 @@ class RedisWorkQueue:
         self._finished = context.finished
         self.prefix = store.options.prefix
         self.stream = f"{self.prefix}queue"
+        self.jobs_key = f"{self.prefix}queue:jobs"
+        self.added_key = f"{self.prefix}queue:added"
+        self.taken_key = f"{self.prefix}queue:taken"
+        self.owners_key = f"{self.prefix}queue:owners"
+        self._scripts: dict[str, Any] = {}
+        self._cursor = "0-0"
         self._redis: aioredis.Redis | None = None
         self._requests: RedisRequests | None = None
         self.accepting = False
@@ -129,6 +137,8 @@ class RedisWorkQueue:
         self._requests = RedisRequests(
             self._redis, prefix=self.prefix, keyring=self._keyring, ttl=_REQUEST_TTL
         )
+        for name in ("PUBLISH", "REQUEUE", "ACK"):
+            self._scripts[name] = self._redis.register_script(getattr(queue_scripts, name))
         with contextlib.suppress(Exception):  # BUSYGROUP: it exists; Redis down: retried on read
             await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         self._background = [
@@ -159,12 +169,21 @@ class RedisWorkQueue:
     # -- the service's side ----------------------------------------------------------------------
 
     async def admit(self, owner: str = "") -> Slot:
-        """A slot, unless shutting down (``closed``) or the shared stream holds ``queue_size``
-        entries (``full``: waiting or running, on every instance)."""
+        """A slot, unless shutting down (``closed``), the owner has ``owner_queue_share()``
+        entries waiting or running on any instance (``owner_full``), or the shared stream holds
+        ``queue_size`` entries (``full``). Read, not reserved: submits racing on several instances
+        may pass the bounds by a few."""
         if not self.accepting:
             raise QueueRefused("closed")
         with guard():
-            self._length = int(await self.redis.xlen(self.stream))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(self.stream)
+                pipe.hget(self.owners_key, _digest(owner))
+                length, owned = await pipe.execute()
+        self._length = int(length)
+        share = self.config.owner_queue_share()
+        if share and int(owned or 0) >= share:
+            raise QueueRefused("owner_full")
         if self._length >= self.config.queue_size:
             raise QueueRefused("full")
         self._admitting += 1
@@ -178,7 +197,10 @@ class RedisWorkQueue:
         try:
             with guard():
                 await self.requests.save(job_id, item.request)
-                await self.redis.xadd(self.stream, {"job": job_id, "attempt": item.attempt})
+                keys = [self.stream, self.jobs_key, self.added_key, self.owners_key]
+                await self._scripts["PUBLISH"](
+                    keys=keys, args=[job_id, item.attempt, _digest(item.job.owner)]
+                )
         except StoreUnavailable:
             with contextlib.suppress(*UNAVAILABLE):
                 await self.requests.drop(job_id)
@@ -199,8 +221,32 @@ class RedisWorkQueue:
         return False
 
     def position(self, job_id: str) -> int | None:
-        """Not tracked across instances (``None``)."""
+        """Not known without asking Redis: see :meth:`positions`."""
         return None
+
+    async def positions(self, job_ids: list[str]) -> dict[str, int]:
+        """1-based places of waiting jobs in the shared stream (``seq - taken``), in one round trip;
+        jobs running, ended or unknown are left out."""
+        if not job_ids:
+            return {}
+        with guard():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.jobs_key, job_ids)
+                pipe.get(self.taken_key)
+                entries, taken = await pipe.execute()
+        places: dict[str, int] = {}
+        for job_id, entry in zip(job_ids, entries, strict=True):
+            if entry is not None:
+                place = int(entry.split(b" ")[1]) - int(taken or 0)
+                if place > 0:
+                    places[job_id] = place
+        return places
+
+    async def abandoned(self, job: Job) -> bool:
+        """True if no entry of ``job`` is in the stream (its submit's instance died before it
+        was queued): nobody will run it, so a poll or the sweep may fail it ``worker_lost``."""
+        with guard():
+            return not await self.redis.hexists(self.jobs_key, job.id)
 
     def holds(self, job_id: str) -> bool:
         return job_id in self._held
@@ -223,6 +269,7 @@ class RedisWorkQueue:
     async def take(self) -> WorkItem:
         """The next job from the shared stream (one entry per free worker)."""
         while True:
+            _reraise_cancellation()  # a cancelled read may come back as an empty answer
             if not self.accepting:
                 await asyncio.Event().wait()  # shutting down: read nothing more (cancelled at stop)
             try:
@@ -231,15 +278,19 @@ class RedisWorkQueue:
                         GROUP, self.consumer, {self.stream: ">"}, count=1, block=_BLOCK_MS
                     )
             except StoreUnavailable:
+                _reraise_cancellation()
                 await self._pause()
                 continue
             except Exception as exc:  # NOGROUP after a flush: make it again
+                _reraise_cancellation()
                 log.warning("redis_queue.read_failed", error_type=type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
                 await self._pause()
                 continue
             for _, entries in read or []:
+                with contextlib.suppress(*UNAVAILABLE):  # the place count is advisory
+                    await self.redis.incrby(self.taken_key, len(entries))
                 for entry_id, fields in entries:
                     item = await self._deliver(_text(entry_id), fields)
                     if item is not None:
@@ -331,12 +382,10 @@ class RedisWorkQueue:
         task.add_done_callback(self._tasks.discard)
 
     async def _ack(self, entry_id: str, job_id: str) -> None:
+        keys = [self.stream, self.jobs_key, self.owners_key]
+        keys += [self.requests.head_key(job_id), self.requests.body_key(job_id)]
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self.stream, GROUP, entry_id)
-                pipe.xdel(self.stream, entry_id)
-                pipe.unlink(self.requests.head_key(job_id), self.requests.body_key(job_id))
-                await pipe.execute()
+            await self._scripts["ACK"](keys=keys, args=[entry_id, job_id, GROUP])
         except Exception as exc:  # the request expires on its own; the entry is reclaimed and skipped
             log.warning("redis_queue.ack_failed", job_id=job_id, error_type=type(exc).__name__)
 
@@ -351,11 +400,8 @@ class RedisWorkQueue:
                 return
             fields = rows[0][1]
             job_id, attempt = _text(fields[b"job"]), int(fields.get(b"attempt", 1))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.stream, {"job": job_id, "attempt": attempt + attempt_delta})
-            pipe.xack(self.stream, GROUP, entry_id)
-            pipe.xdel(self.stream, entry_id)
-            await pipe.execute()
+        keys = [self.stream, self.jobs_key, self.added_key]
+        await self._scripts["REQUEUE"](keys=keys, args=[entry_id, job_id, attempt + attempt_delta, GROUP])
 
     async def _renew_forever(self) -> None:
         """Reset the idle time of the entries this instance runs, so no one reclaims them."""
@@ -378,8 +424,9 @@ class RedisWorkQueue:
                 continue
             try:
                 claimed: Any = await self.redis.xautoclaim(
-                    self.stream, GROUP, self.consumer, lease_ms, start_id="0-0", count=16
+                    self.stream, GROUP, self.consumer, lease_ms, start_id=self._cursor, count=16
                 )
+                self._cursor = _text(claimed[0])  # "0-0" once the whole pending list was scanned
                 for entry_id, fields in claimed[1]:
                     if fields:
                         await self._reclaimed(_text(entry_id), fields)
@@ -415,6 +462,19 @@ class RedisWorkQueue:
         """A short wait before reading again after a failure (not for correctness)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), 0.5)
+
+
+def _reraise_cancellation() -> None:
+    """Raise ``CancelledError`` if this task is being cancelled: redis-py may turn a cancelled
+    blocking read into a connection error, which must not keep a stopping worker reading."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _digest(owner: str) -> str:
+    """The owner as the per-owner count knows it (any plugin's string, hashed)."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:40]
 
 
 def _text(value: Any) -> str:

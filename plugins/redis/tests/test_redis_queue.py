@@ -294,3 +294,88 @@ async def test_middleware_instances_replay_each_others_jobs_into_their_own_app(r
         gate.set()
         for app in apps:
             await app.shutdown()
+
+
+async def test_places_and_the_owner_share_hold_across_instances(redis_url: str) -> None:
+    """Two instances, one busy worker each: what waits is listed with its place in the shared
+    stream on either instance, and one owner's share of the queue counts both instances."""
+    gate = asyncio.Event()
+    started = asyncio.Semaphore(0)
+
+    def app_copy() -> Starlette:
+        async def held(request: Request) -> JSONResponse:
+            await request.body()
+            started.release()
+            await gate.wait()
+            return JSONResponse({})
+
+        return Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])])
+
+    apps = [
+        AsyncJobsMiddleware(
+            app_copy(),
+            store="redis",
+            store_options={"url": redis_url, "sweep_interval": 0},
+            queue="redis",
+            encryption_key=KEY,
+            worker_name=name,
+            concurrency=1,
+            owner_queue_size=5,
+        )
+        for name in ("a", "b")
+    ]
+    for app in apps:
+        await app.startup()
+    alice = {"Authorization": SECRET}
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    try:
+        a = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[0]), base_url="http://t")
+        b = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[1]), base_url="http://t")
+        async with a, b:
+            for _ in range(2):  # one runs on each instance
+                assert (await a.post(SUBMIT, json=body, headers=alice)).status_code == 202
+            for _ in range(2):
+                await asyncio.wait_for(started.acquire(), 30)
+            waiting = [(await b.post(SUBMIT, json=body, headers=alice)).json()["id"] for _ in range(3)]
+            refused = await a.post(SUBMIT, json=body, headers=alice)  # 2 running + 3 waiting = 5
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "owner_quota_exceeded"
+            assert (
+                await a.post(SUBMIT, json=body, headers={"Authorization": "Bearer other"})
+            ).status_code == 202
+            listed = (await a.get(SUBMIT, headers=alice)).json()["data"]
+            places = {job["id"]: job.get("queue_position") for job in listed}
+            assert [places[job_id] for job_id in waiting] == [1, 2, 3]
+            assert sorted(p for p in places.values() if p is not None) == [1, 2, 3]
+            gate.set()
+    finally:
+        gate.set()
+        for app in apps:
+            await app.shutdown()
+
+
+async def test_only_a_job_that_never_reached_the_queue_is_lost_on_poll(
+    redis_url: str, raw: aioredis.Redis
+) -> None:
+    """A job waiting in the stream past its lease is not an orphan; a stored pending job without
+    an entry (its submit's instance died before queueing it) fails worker_lost on poll."""
+    clock = FakeClock()
+    app = instance(redis_url, "a", clock=clock, lease_seconds=5)
+    await app.startup()
+    try:
+        assert app.store is not None and app.runner is not None
+        # stored, never queued
+        lost = make_job(clock, request_type="chat_completion", owner="", lease_expires_at=clock() + 5)
+        await app.store.create(lost)
+        await app.runner.stop()  # no worker reads the stream from here on
+        app.runner.queue.accepting, app.runner.queue.closing = True, False  # submits still queue
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1}
+            waiting = (await client.post(SUBMIT, json=body)).json()["id"]
+            clock.advance(60)
+            still = await client.get(f"{SUBMIT}/{waiting}")
+            assert still.status_code == 202 and still.json()["status"] == "pending"
+            gone = await client.get(f"{SUBMIT}/{lost.id}")
+            assert gone.status_code == 200 and gone.json()["error"]["error"]["code"] == "worker_lost"
+    finally:
+        await app.shutdown()
