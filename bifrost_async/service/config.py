@@ -15,6 +15,18 @@ from bifrost_async.service.routes import DEFAULT_ROUTES, RouteSpec, RouteTable
 MB = 1024 * 1024
 
 
+def parse_type_counts(text: str) -> dict[str, int]:
+    """``transcription=1,embedding=5`` as ``{"transcription": 1, "embedding": 5}``; a
+    ``ValueError`` names the entry that is not ``TYPE=N``."""
+    counts: dict[str, int] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise OptionError("max_attempts_by_type", f"expected TYPE=N, got {entry!r}")
+        counts[name.strip()] = int(value)
+    return counts
+
+
 class OptionError(ValueError):
     """An option of the middleware (or the proxy) has a value it cannot use.
 
@@ -75,6 +87,9 @@ class AsyncJobsConfig:
     #: run is re-delivered to another instance (the upstream may see the request again) until
     #: this many ran; then it fails ``worker_lost``. 1: at most once, as the local queue.
     max_attempts: int = 3
+    #: Per request type overrides of ``max_attempts`` (``{"transcription": 1}``: never run a
+    #: transcription twice; ``{"embedding": 5}``). As a CLI option: ``transcription=1,embedding=5``.
+    max_attempts_by_type: Mapping[str, int] = dataclasses.field(default_factory=dict)
     #: Largest request body a distributed queue stores in shared storage (in pieces) for
     #: another instance to replay; larger submits get 413. The local queue ignores it.
     max_queued_body_bytes: int = 64 * MB
@@ -149,6 +164,9 @@ class AsyncJobsConfig:
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
+        by_type: Any = self.max_attempts_by_type
+        if by_type is None or isinstance(by_type, str):  # absent, or TYPE=N,... from the CLI or TOML
+            object.__setattr__(self, "max_attempts_by_type", parse_type_counts(by_type or ""))
         self._check_types()
         positive = (
             "max_body_bytes",
@@ -191,6 +209,17 @@ class AsyncJobsConfig:
             raise OptionError(
                 "route_overrides" if self.route_overrides else "extra_routes", str(exc)
             ) from None
+        known = self.routes().by_type
+        for request_type, attempts in dict(self.max_attempts_by_type).items():
+            if request_type not in known:
+                raise OptionError(
+                    "max_attempts_by_type",
+                    f"unknown request type {request_type!r}; known: {', '.join(sorted(known))}",
+                )
+            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+                raise OptionError(
+                    "max_attempts_by_type", f"{request_type}: want a whole number 1 or more, got {attempts!r}"
+                )
         for path, family in self.header_async_routes.items():
             if not path.startswith("/") or family not in ("openai", "anthropic", "off"):
                 raise OptionError(
@@ -212,9 +241,14 @@ class AsyncJobsConfig:
         for name in ("prefix", "store", "provider", "queue"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise OptionError(name, f"must be a non-empty string, got {getattr(self, name)!r}")
-        for name in ("route_overrides", "store_options", "provider_options"):
+        for name in ("route_overrides", "store_options", "provider_options", "max_attempts_by_type"):
             if not isinstance(getattr(self, name), Mapping):
                 raise OptionError(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
+
+    def attempts_for(self, request_type: str) -> int:
+        """Runs a distributed queue allows a job of ``request_type`` (``max_attempts`` unless
+        ``max_attempts_by_type`` says otherwise)."""
+        return self.max_attempts_by_type.get(request_type, self.max_attempts)
 
     def owner_job_share(self) -> int:
         """Live jobs one owner may hold in the store (0: no share)."""

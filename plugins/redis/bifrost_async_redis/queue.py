@@ -443,7 +443,7 @@ class RedisWorkQueue:
             log.info("job.reclaimed", job_id=job_id, attempt=attempt, previous_worker=job.worker)
             await self._requeue_entry(entry_id, attempt_delta=0, job_id=job_id, attempt=attempt)
             return
-        if attempt >= self.config.max_attempts:
+        if attempt >= self.config.attempts_for(job.request_type):
             log.warning("job.attempts_spent", job_id=job_id, attempts=attempt, previous_worker=job.worker)
             await finish_job(
                 self.store,

@@ -50,6 +50,9 @@ class Options:
     def owner_queue_share(self) -> int:
         return 0
 
+    def attempts_for(self, request_type: str) -> int:
+        return self.max_attempts
+
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[RedisJobStore]:
@@ -379,3 +382,17 @@ async def test_only_a_job_that_never_reached_the_queue_is_lost_on_poll(
             assert gone.status_code == 200 and gone.json()["error"]["error"]["code"] == "worker_lost"
     finally:
         await app.shutdown()
+
+
+async def test_a_type_allowed_one_attempt_fails_at_its_first_lost_run(store: RedisJobStore) -> None:
+    ended: list[Job] = []
+    a = await queue_for(store, "a")
+    job = await submit(a, store, b"{}")  # a transcription
+    taken = await a.take()
+    assert await store.update(processing(taken.job, store.clock), expect=(JobStatus.PENDING,))  # type: ignore[arg-type]
+    await die(a)
+    b = await queue_for(store, "b", ended)
+    b.config.attempts_for = {"transcription": 1}.get  # type: ignore[method-assign,assignment]
+    await eventually(lambda: _status(store, job.id, JobStatus.FAILED), "the job to fail", 30)
+    assert [e.id for e in ended] == [job.id]
+    await b.close()
