@@ -396,3 +396,54 @@ async def test_a_type_allowed_one_attempt_fails_at_its_first_lost_run(store: Red
     await eventually(lambda: _status(store, job.id, JobStatus.FAILED), "the job to fail", 30)
     assert [e.id for e in ended] == [job.id]
     await b.close()
+
+
+async def test_no_credential_is_in_redis_in_clear_after_real_submits(
+    redis_url: str, raw: aioredis.Redis
+) -> None:
+    """Submits through the middleware with Authorization and x-api-key, held queued and running:
+    every key and value in Redis (job records, stream, request heads and bodies) is scanned."""
+    gate = asyncio.Event()
+
+    async def held(request: Request) -> JSONResponse:
+        await request.body()
+        await gate.wait()
+        return JSONResponse({})
+
+    app = AsyncJobsMiddleware(
+        Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])]),
+        store="redis",
+        store_options={"url": redis_url, "sweep_interval": 0},
+        queue="redis",
+        encryption_key=KEY,
+        owner_secret="owner-secret",
+        concurrency=1,
+    )
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+            for headers in ({"Authorization": SECRET}, {"x-api-key": API_KEY}, {"Authorization": SECRET}):
+                assert (await client.post(SUBMIT, json=body, headers=headers)).status_code == 202
+        assert [key async for key in raw.scan_iter("bifrost-async:req:*:head")]  # requests are stored
+        dump = b""
+        async for key in raw.scan_iter():
+            dump += key
+            kind = (await raw.type(key)).decode()
+            if kind == "string":
+                dump += await raw.get(key)
+            elif kind == "list":
+                dump += b"".join(await raw.lrange(key, 0, -1))
+            elif kind == "hash":
+                dump += b"".join(k + v for k, v in (await raw.hgetall(key)).items())
+            elif kind == "stream":
+                dump += repr(await raw.xrange(key)).encode()
+            elif kind in ("zset", "set"):
+                members = await (raw.zrange(key, 0, -1) if kind == "zset" else raw.smembers(key))
+                dump += b"".join(members)
+        assert b'"messages"' in dump  # the scan does reach the stored requests (bodies are not secret)
+        for secret in (SECRET, API_KEY, "sk-test-SECRET", "sk-api-SECRET"):
+            assert secret.encode() not in dump
+    finally:
+        gate.set()
+        await app.shutdown()
