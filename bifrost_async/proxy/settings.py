@@ -149,6 +149,8 @@ OPTIONS: tuple[Option, ...] = (
            "running it (the upstream may see it again); 1: at most once", _JOBS, "middleware", "N"),
     Option("max_attempts_by_type", str, None, "per request type overrides of --max-attempts, e.g. "
            "transcription=1,embedding=5", _JOBS, "middleware", "TYPE=N,..."),
+    Option("request_dir", str, None, "a directory every instance mounts where --queue redis stores "
+           "requests instead of in Redis", _JOBS, "middleware", "DIR"),
     Option("max_queued_body_bytes", parse_size, 64 * 1024**2, "largest submit body a distributed "
            "queue stores in shared storage (413 beyond)", _JOBS, "middleware", "SIZE"),
     Option("concurrency", int, 4, "jobs run at once", _JOBS, "middleware", "N"),

@@ -97,6 +97,9 @@ class AsyncJobsConfig:
     #: the first seals, all open; ``bifrost-async keygen`` makes one). ``None``: read
     #: ``BIFROST_ASYNC_ENCRYPTION_KEY``. A distributed queue refuses to start without one.
     encryption_key: str | None = dataclasses.field(default=None, repr=False)
+    #: A directory every instance mounts (a shared volume) where a distributed queue stores the
+    #: requests instead of in Redis (large uploads); ``None``: in Redis.
+    request_dir: str | None = None
     #: This instance's name, recorded on the jobs it runs and used as its consumer name in a
     #: distributed queue; ``None``: ``host:pid``. Must differ between instances sharing a store.
     worker_name: str | None = None

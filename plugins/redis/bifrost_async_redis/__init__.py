@@ -8,6 +8,8 @@ every process pointed at the same Redis. It uses only the public plugin hooks an
 
 from __future__ import annotations
 
+import os
+
 from bifrost_async import hookimpl
 from bifrost_async.queue import ENCRYPTION_KEY_ENV, Keyring, QueueContext, RegisterQueue
 from bifrost_async.store import RegisterStore, StoreContext
@@ -52,6 +54,9 @@ def redis_queue(context: QueueContext) -> RedisWorkQueue | None:
             f"the redis queue stores replay headers sealed: set {ENCRYPTION_KEY_ENV} "
             "(make a key with `bifrost-async keygen`)"
         )
+    directory = context.config.request_dir
+    if directory and not os.path.isdir(directory):
+        raise ValueError(f"the request directory {directory!r} does not exist")
     if context.store is None:
         return None
     if not isinstance(context.store, RedisJobStore):

@@ -49,6 +49,7 @@ from bifrost_async.store import JobStore, StoreUnavailable
 
 from . import queue_scripts
 from .guard import UNAVAILABLE, guard
+from .request_dir import DirectoryRequests
 from .requests import RedisRequests, RequestLost
 from .store import RedisJobStore
 
@@ -101,7 +102,7 @@ class RedisWorkQueue:
         self._scripts: dict[str, Any] = {}
         self._cursor = "0-0"
         self._redis: aioredis.Redis | None = None
-        self._requests: RedisRequests | None = None
+        self._requests: RedisRequests | DirectoryRequests | None = None
         self.accepting = False
         self.closing = False
         #: Jobs this instance took and has not finished: job id -> (entry id, item).
@@ -125,7 +126,7 @@ class RedisWorkQueue:
         return self._redis
 
     @property
-    def requests(self) -> RedisRequests:
+    def requests(self) -> RedisRequests | DirectoryRequests:
         """Where the jobs' requests are stored (after :meth:`start`)."""
         if self._requests is None:
             raise RuntimeError("the redis queue is not started")
@@ -134,8 +135,11 @@ class RedisWorkQueue:
     async def start(self) -> None:
         """Create the group (and the stream) if needed; start the lease renewer and reclaimer."""
         self._redis = self._redis_store.redis
-        self._requests = RedisRequests(
-            self._redis, prefix=self.prefix, keyring=self._keyring, ttl=_REQUEST_TTL
+        directory = self.config.request_dir
+        self._requests = (
+            DirectoryRequests(directory, keyring=self._keyring, prefix=self.prefix)
+            if directory
+            else RedisRequests(self._redis, prefix=self.prefix, keyring=self._keyring, ttl=_REQUEST_TTL)
         )
         for name in ("PUBLISH", "REQUEUE", "ACK"):
             self._scripts[name] = self._redis.register_script(getattr(queue_scripts, name))
@@ -201,8 +205,11 @@ class RedisWorkQueue:
                 await self._scripts["PUBLISH"](
                     keys=keys, args=[job_id, item.attempt, _digest(item.job.owner)]
                 )
+        except RequestLost as exc:  # the request directory cannot be written
+            log.error("redis_queue.request_not_stored", job_id=job_id, error=str(exc))
+            raise StoreUnavailable(str(exc)) from None
         except StoreUnavailable:
-            with contextlib.suppress(*UNAVAILABLE):
+            with contextlib.suppress(*UNAVAILABLE, OSError):
                 await self.requests.drop(job_id)
             raise
         finally:
@@ -385,7 +392,9 @@ class RedisWorkQueue:
         keys = [self.stream, self.jobs_key, self.owners_key]
         keys += [self.requests.head_key(job_id), self.requests.body_key(job_id)]
         try:
-            await self._scripts["ACK"](keys=keys, args=[entry_id, job_id, GROUP])
+            current = await self._scripts["ACK"](keys=keys, args=[entry_id, job_id, GROUP])
+            if current and not self.requests.in_redis:
+                await self.requests.drop(job_id)
         except Exception as exc:  # the request expires on its own; the entry is reclaimed and skipped
             log.warning("redis_queue.ack_failed", job_id=job_id, error_type=type(exc).__name__)
 

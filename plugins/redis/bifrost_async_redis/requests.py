@@ -38,8 +38,25 @@ class RequestLost(Exception):
     """The stored request is gone (expired, deleted) or cannot be opened with the keyring."""
 
 
+def carried_scope(scope: dict[str, Any]) -> dict[str, Any]:
+    """The submitting scope's connection details a replay keeps, as JSON values."""
+    return {k: scope[k] for k in _CARRIED if _jsonable(scope.get(k))}
+
+
+def rebuilt_scope(stored: dict[str, Any]) -> dict[str, Any]:
+    """:func:`carried_scope` read back (``server`` and ``client`` are tuples in ASGI)."""
+    scope = dict(stored)
+    for name in ("server", "client"):
+        if isinstance(scope.get(name), list):
+            scope[name] = tuple(scope[name])
+    return scope
+
+
 class RedisRequests:
     """Store, load and drop the replay of a job's request in Redis."""
+
+    #: The queue's ack script deletes the keys in the same step as the entry.
+    in_redis = True
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str, keyring: Keyring, ttl: int) -> None:
         self.redis = redis
@@ -73,7 +90,7 @@ class RedisRequests:
             "query": request.query_string.decode("latin-1"),
             "size": request.body_size,
             "peer": request.peer,
-            "scope": {k: request.scope[k] for k in _CARRIED if _jsonable(request.scope.get(k))},
+            "scope": carried_scope(request.scope),
             "headers": base64.b64encode(sealed).decode(),
         }
         await self.redis.set(self.head_key(job_id), json.dumps(head), ex=self.ttl)
@@ -106,10 +123,7 @@ class RedisRequests:
             spool.close()
             raise
         spool.seek(0)
-        scope: dict[str, Any] = dict(head["scope"])
-        for name in ("server", "client"):
-            if isinstance(scope.get(name), list):
-                scope[name] = tuple(scope[name])
+        scope = rebuilt_scope(head["scope"])
         return CapturedRequest(
             method=head["method"],
             path=head["path"],

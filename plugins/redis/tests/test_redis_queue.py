@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,6 +44,7 @@ class Options:
     spool_memory_bytes = 64 * 1024
     spool_dir = None
     encryption_key = KEY
+    request_dir: str | None = None
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
@@ -447,3 +449,47 @@ async def test_no_credential_is_in_redis_in_clear_after_real_submits(
     finally:
         gate.set()
         await app.shutdown()
+
+
+async def test_requests_in_a_shared_directory(redis_url: str, raw: aioredis.Redis, tmp_path: Path) -> None:
+    """``request_dir``: the request goes to files (headers sealed), nothing of it to Redis; the
+    job runs on either instance; its files are gone when it ends; a missing directory is refused."""
+    shared = tmp_path / "requests"
+    shared.mkdir()
+    app = instance(redis_url, "a", request_dir=str(shared), concurrency=1)
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3}
+            submitted = await client.post(SUBMIT, json=body, headers={"Authorization": SECRET})
+            assert submitted.status_code == 202, submitted.text
+            job_id = submitted.json()["id"]
+            done = await completed(client, job_id, headers={"Authorization": SECRET})
+            assert done.json()["result"] == {"auth": SECRET, "body": 3}
+        assert not [key async for key in raw.scan_iter("bifrost-async:req:*")]
+        await eventually(lambda: _empty(shared), "the request files to go")
+    finally:
+        await app.shutdown()
+    with pytest.raises(ValueError, match=r"request directory .* does not exist"):
+        instance(redis_url, "b", request_dir=str(tmp_path / "nope"))
+
+
+async def _empty(directory: Path) -> bool:
+    return not list(directory.iterdir())
+
+
+async def test_a_directory_request_round_trip_keeps_headers_sealed(tmp_path: Path) -> None:
+    from bifrost_async.queue import Keyring
+
+    from bifrost_async_redis.request_dir import DirectoryRequests
+
+    requests = DirectoryRequests(str(tmp_path), keyring=Keyring.parse(KEY), prefix="p:")
+    body = b"\x00\x01" * 300_000
+    await requests.save("job-1", request(body))
+    on_disk = b"".join(path.read_bytes() for path in tmp_path.iterdir())
+    assert SECRET.encode() not in on_disk and API_KEY.encode() not in on_disk
+    back = await requests.load("job-1", memory_bytes=1024, spool_dir=None)
+    assert back.body.read() == body and back.header(b"authorization") == SECRET.encode()
+    back.close()
+    await requests.drop("job-1")
+    assert not list(tmp_path.iterdir())
