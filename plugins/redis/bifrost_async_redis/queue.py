@@ -167,6 +167,8 @@ class RedisWorkQueue:
                 entry_id = _text(row["message_id"])
                 if entry_id not in held_entries:
                     await self._requeue_entry(entry_id, attempt_delta=0)
+            if not held_entries:  # nothing of ours is pending: leave the group tidy for the next
+                await self.redis.xgroup_delconsumer(self.stream, GROUP, self.consumer)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -439,8 +441,22 @@ class RedisWorkQueue:
                 for entry_id, fields in claimed[1]:
                     if fields:
                         await self._reclaimed(_text(entry_id), fields)
+                if self._cursor == "0-0":
+                    await self._forget_dead_consumers()
             except Exception as exc:
                 log.warning("redis_queue.reclaim_failed", error_type=type(exc).__name__)
+
+    async def _forget_dead_consumers(self) -> None:
+        """Delete consumers (killed instances) with nothing pending and silent for long, so the
+        group does not grow by one name per instance ever started; a live one that is deleted
+        comes back at its next read."""
+        silent_ms = max(60.0, 10 * self.config.lease_seconds) * 1000
+        consumers: Any = await self.redis.xinfo_consumers(self.stream, GROUP)
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > silent_ms:
+                await self.redis.xgroup_delconsumer(self.stream, GROUP, name)
+                log.info("redis_queue.consumer_forgotten", consumer=name)
 
     async def _reclaimed(self, entry_id: str, fields: dict[Any, Any]) -> None:
         job_id, attempt = _text(fields.get(b"job", b"")), int(fields.get(b"attempt", 1))
