@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -38,50 +36,29 @@ from bifrost_async.queue import (
     Keyring,
     QueueContext,
     QueueOptions,
-    QueueRefused,
-    Slot,
     WorkItem,
     failure,
     finish_job,
-    worker_lost_outcome,
 )
 from bifrost_async.store import JobStore, StoreUnavailable
 
 from . import queue_scripts
 from .guard import UNAVAILABLE, guard
+from .queue_admission import SharedAdmission
+from .queue_leases import GROUP, reclaim_forever, renew_forever, text
 from .request_dir import DirectoryRequests
 from .requests import RedisRequests, RequestLost
 from .store import RedisJobStore
 
 log = structlog.get_logger(__name__)
 
-GROUP = "workers"
 #: Longest a worker blocks in one read, in ms: it then re-checks whether shutdown began.
 _BLOCK_MS = 1000
 #: Seconds the stored request outlives its submit if no end deletes it.
 _REQUEST_TTL = 7 * 86400
 
 
-class RedisSlot(Slot):
-    """A slot whose job is written to the shared stream (and its request to Redis) when filled."""
-
-    def __init__(self, queue: RedisWorkQueue, owner: str) -> None:
-        super().__init__(queue, owner)
-        self._redis_queue = queue
-
-    async def enqueue(self, item: WorkItem) -> bool:
-        """Store the request in pieces, then add the stream entry; the local spool is closed.
-        Raises :class:`~bifrost_async.store.StoreUnavailable` if Redis fails (nothing is left)."""
-        self._filled = await self._redis_queue.publish(item)
-        return self._filled
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._redis_queue._release(self._owner)
-
-
-class RedisWorkQueue:
+class RedisWorkQueue(SharedAdmission):
     """The :class:`bifrost_async.queue.WorkQueue` every instance on one Redis shares."""
 
     distributed = True
@@ -92,7 +69,7 @@ class RedisWorkQueue:
         self._redis_store = store
         self._keyring = keyring
         self.consumer = context.worker_name
-        self._finished = context.finished
+        self.finished_hook = context.finished
         self.prefix = store.options.prefix
         self.stream = f"{self.prefix}queue"
         self.jobs_key = f"{self.prefix}queue:jobs"
@@ -146,8 +123,8 @@ class RedisWorkQueue:
         with contextlib.suppress(Exception):  # BUSYGROUP: it exists; Redis down: retried on read
             await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         self._background = [
-            asyncio.create_task(self._renew_forever(), name="bifrost-async-redis-queue-leases"),
-            asyncio.create_task(self._reclaim_forever(), name="bifrost-async-redis-queue-reclaim"),
+            asyncio.create_task(renew_forever(self), name="bifrost-async-redis-queue-leases"),
+            asyncio.create_task(reclaim_forever(self), name="bifrost-async-redis-queue-reclaim"),
         ]
 
     async def close(self) -> None:
@@ -164,98 +141,13 @@ class RedisWorkQueue:
             )
             held_entries = {entry for entry, _ in self._held.values()}
             for row in pending:
-                entry_id = _text(row["message_id"])
+                entry_id = text(row["message_id"])
                 if entry_id not in held_entries:
-                    await self._requeue_entry(entry_id, attempt_delta=0)
+                    await self.requeue(entry_id, attempt_delta=0)
             if not held_entries:  # nothing of ours is pending: leave the group tidy for the next
                 await self.redis.xgroup_delconsumer(self.stream, GROUP, self.consumer)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    # -- the service's side ----------------------------------------------------------------------
-
-    async def admit(self, owner: str = "") -> Slot:
-        """A slot, unless shutting down (``closed``), the owner has ``owner_queue_share()``
-        entries waiting or running on any instance (``owner_full``), or the shared stream holds
-        ``queue_size`` entries (``full``). Read, not reserved: submits racing on several instances
-        may pass the bounds by a few."""
-        if not self.accepting:
-            raise QueueRefused("closed")
-        with guard():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xlen(self.stream)
-                pipe.hget(self.owners_key, _digest(owner))
-                length, owned = await pipe.execute()
-        self._length = int(length)
-        share = self.config.owner_queue_share()
-        if share and int(owned or 0) >= share:
-            raise QueueRefused("owner_full")
-        if self._length >= self.config.queue_size:
-            raise QueueRefused("full")
-        self._admitting += 1
-        self._idle.clear()
-        return RedisSlot(self, owner)
-
-    async def publish(self, item: WorkItem) -> bool:
-        job_id = item.job.id
-        if self.closing:
-            return False
-        try:
-            with guard():
-                await self.requests.save(job_id, item.request)
-                keys = [self.stream, self.jobs_key, self.added_key, self.owners_key]
-                await self._scripts["PUBLISH"](
-                    keys=keys, args=[job_id, item.attempt, _digest(item.job.owner)]
-                )
-        except RequestLost as exc:  # the request directory cannot be written
-            log.error("redis_queue.request_not_stored", job_id=job_id, error=str(exc))
-            raise StoreUnavailable(str(exc)) from None
-        except StoreUnavailable:
-            with contextlib.suppress(*UNAVAILABLE, OSError):
-                await self.requests.drop(job_id)
-            raise
-        finally:
-            item.request.close()  # the job's request lives in Redis now
-        return True
-
-    def _fill(self, item: WorkItem) -> bool:  # the Slot protocol; RedisSlot publishes instead
-        raise NotImplementedError
-
-    def _release(self, owner: str) -> None:
-        self._admitting -= 1
-        self._check_idle()
-
-    def discard(self, job_id: str) -> bool:
-        """Cancelled jobs are skipped when an instance reads their entry (the store says so)."""
-        return False
-
-    def position(self, job_id: str) -> int | None:
-        """Not known without asking Redis: see :meth:`positions`."""
-        return None
-
-    async def positions(self, job_ids: list[str]) -> dict[str, int]:
-        """1-based places of waiting jobs in the shared stream (``seq - taken``), in one round trip;
-        jobs running, ended or unknown are left out."""
-        if not job_ids:
-            return {}
-        with guard():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(self.jobs_key, job_ids)
-                pipe.get(self.taken_key)
-                entries, taken = await pipe.execute()
-        places: dict[str, int] = {}
-        for job_id, entry in zip(job_ids, entries, strict=True):
-            if entry is not None:
-                place = int(entry.split(b" ")[1]) - int(taken or 0)
-                if place > 0:
-                    places[job_id] = place
-        return places
-
-    async def abandoned(self, job: Job) -> bool:
-        """True if no entry of ``job`` is in the stream (its submit's instance died before it
-        was queued): nobody will run it, so a poll or the sweep may fail it ``worker_lost``."""
-        with guard():
-            return not await self.redis.hexists(self.jobs_key, job.id)
 
     def holds(self, job_id: str) -> bool:
         return job_id in self._held
@@ -301,14 +193,14 @@ class RedisWorkQueue:
                 with contextlib.suppress(*UNAVAILABLE):  # the place count is advisory
                     await self.redis.incrby(self.taken_key, len(entries))
                 for entry_id, fields in entries:
-                    item = await self._deliver(_text(entry_id), fields)
+                    item = await self._deliver(text(entry_id), fields)
                     if item is not None:
                         return item
 
     async def _deliver(self, entry_id: str, fields: dict[Any, Any]) -> WorkItem | None:
-        job_id, attempt = _text(fields.get(b"job", b"")), int(fields.get(b"attempt", 1))
+        job_id, attempt = text(fields.get(b"job", b"")), int(fields.get(b"attempt", 1))
         if not self.accepting:  # shutdown began while this read was blocked: hand it on at once
-            await self._requeue_entry(entry_id, attempt_delta=0)
+            await self.requeue(entry_id, attempt_delta=0)
             return None
         try:
             job = await self.store.get(job_id)
@@ -316,7 +208,7 @@ class RedisWorkQueue:
             log.warning("redis_queue.delivery_failed", job_id=job_id, error_type=type(exc).__name__)
             return None
         if job is None or job.status.terminal:  # cancelled, expired or ended by another run
-            self._spawn(self._ack(entry_id, job_id))
+            self._spawn(self.ack(entry_id, job_id))
             return None
         try:
             request = await self.requests.load(
@@ -331,9 +223,9 @@ class RedisWorkQueue:
                 outcome,
                 now=self.config.clock(),
                 expect=job.status,
-                on_finished=self._finished,
+                on_finished=self.finished_hook,
             )
-            self._spawn(self._ack(entry_id, job_id))
+            self._spawn(self.ack(entry_id, job_id))
             return None
         except Exception as exc:  # Redis down mid-delivery: the entry stays pending, reclaimed later
             log.warning("redis_queue.delivery_failed", job_id=job_id, error_type=type(exc).__name__)
@@ -350,7 +242,7 @@ class RedisWorkQueue:
         job_id = item.job.id
         held = self._held.pop(job_id, None)
         if held is not None and job_id not in self._handed_back:
-            self._spawn(self._ack(held[0], job_id))
+            self._spawn(self.ack(held[0], job_id))
         self._handed_back.discard(job_id)
         self._check_idle()
 
@@ -361,7 +253,7 @@ class RedisWorkQueue:
         if held is None:
             return False
         try:
-            await self._requeue_entry(held[0], attempt_delta=0, job_id=item.job.id, attempt=item.attempt)
+            await self.requeue(held[0], attempt_delta=0, job_id=item.job.id, attempt=item.attempt)
         except Exception as exc:
             log.warning("redis_queue.hand_back_failed", job_id=item.job.id, error_type=type(exc).__name__)
             return False
@@ -390,7 +282,7 @@ class RedisWorkQueue:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ack(self, entry_id: str, job_id: str) -> None:
+    async def ack(self, entry_id: str, job_id: str) -> None:
         keys = [self.stream, self.jobs_key, self.owners_key]
         keys += [self.requests.head_key(job_id), self.requests.body_key(job_id)]
         try:
@@ -400,7 +292,7 @@ class RedisWorkQueue:
         except Exception as exc:  # the request expires on its own; the entry is reclaimed and skipped
             log.warning("redis_queue.ack_failed", job_id=job_id, error_type=type(exc).__name__)
 
-    async def _requeue_entry(
+    async def requeue(
         self, entry_id: str, *, attempt_delta: int, job_id: str | None = None, attempt: int | None = None
     ) -> None:
         """Replace ``entry_id`` by a fresh entry at the stream's end, in one transaction."""
@@ -410,78 +302,9 @@ class RedisWorkQueue:
                 await self.redis.xack(self.stream, GROUP, entry_id)
                 return
             fields = rows[0][1]
-            job_id, attempt = _text(fields[b"job"]), int(fields.get(b"attempt", 1))
+            job_id, attempt = text(fields[b"job"]), int(fields.get(b"attempt", 1))
         keys = [self.stream, self.jobs_key, self.added_key]
         await self._scripts["REQUEUE"](keys=keys, args=[entry_id, job_id, attempt + attempt_delta, GROUP])
-
-    async def _renew_forever(self) -> None:
-        """Reset the idle time of the entries this instance runs, so no one reclaims them."""
-        while True:
-            await asyncio.sleep(self.config.lease_seconds / 3)
-            entries = [entry for entry, _ in self._held.values()]
-            if not entries:
-                continue
-            try:
-                await self.redis.xclaim(self.stream, GROUP, self.consumer, 0, list[Any](entries), justid=True)
-            except Exception as exc:
-                log.warning("redis_queue.renew_failed", error_type=type(exc).__name__)
-
-    async def _reclaim_forever(self) -> None:
-        """Take entries whose consumer stopped renewing them for ``lease_seconds``."""
-        lease_ms = max(1, int(self.config.lease_seconds * 1000))
-        while True:
-            await asyncio.sleep(self.config.lease_seconds / 4)
-            if not self.accepting:
-                continue
-            try:
-                claimed: Any = await self.redis.xautoclaim(
-                    self.stream, GROUP, self.consumer, lease_ms, start_id=self._cursor, count=16
-                )
-                self._cursor = _text(claimed[0])  # "0-0" once the whole pending list was scanned
-                for entry_id, fields in claimed[1]:
-                    if fields:
-                        await self._reclaimed(_text(entry_id), fields)
-                if self._cursor == "0-0":
-                    await self._forget_dead_consumers()
-            except Exception as exc:
-                log.warning("redis_queue.reclaim_failed", error_type=type(exc).__name__)
-
-    async def _forget_dead_consumers(self) -> None:
-        """Delete consumers (killed instances) with nothing pending and silent for long, so the
-        group does not grow by one name per instance ever started; a live one that is deleted
-        comes back at its next read."""
-        silent_ms = max(60.0, 10 * self.config.lease_seconds) * 1000
-        consumers: Any = await self.redis.xinfo_consumers(self.stream, GROUP)
-        for consumer in consumers:
-            name = _text(consumer["name"])
-            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > silent_ms:
-                await self.redis.xgroup_delconsumer(self.stream, GROUP, name)
-                log.info("redis_queue.consumer_forgotten", consumer=name)
-
-    async def _reclaimed(self, entry_id: str, fields: dict[Any, Any]) -> None:
-        job_id, attempt = _text(fields.get(b"job", b"")), int(fields.get(b"attempt", 1))
-        job = await self.store.get(job_id)
-        if job is None or job.status.terminal:
-            await self._ack(entry_id, job_id)
-            return
-        if job.status is JobStatus.PENDING:  # it died before starting: the run was not lost
-            log.info("job.reclaimed", job_id=job_id, attempt=attempt, previous_worker=job.worker)
-            await self._requeue_entry(entry_id, attempt_delta=0, job_id=job_id, attempt=attempt)
-            return
-        if attempt >= self.config.attempts_for(job.request_type):
-            log.warning("job.attempts_spent", job_id=job_id, attempts=attempt, previous_worker=job.worker)
-            await finish_job(
-                self.store,
-                job,
-                worker_lost_outcome(job),
-                now=self.config.clock(),
-                expect=job.status,
-                on_finished=self._finished,
-            )
-            await self._ack(entry_id, job_id)
-            return
-        log.warning("job.reclaimed", job_id=job_id, attempt=attempt + 1, previous_worker=job.worker)
-        await self._requeue_entry(entry_id, attempt_delta=1, job_id=job_id, attempt=attempt)
 
     async def _pause(self) -> None:
         """A short wait before reading again after a failure (not for correctness)."""
@@ -495,12 +318,3 @@ def _reraise_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _digest(owner: str) -> str:
-    """The owner as the per-owner count knows it (any plugin's string, hashed)."""
-    return hashlib.sha256(owner.encode()).hexdigest()[:40]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
