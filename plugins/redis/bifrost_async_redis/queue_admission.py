@@ -102,11 +102,17 @@ class SharedAdmission:
             return False
         try:
             with guard():
-                await self.requests.save(job_id, item.request)
                 keys = [self.stream, self.jobs_key, self.added_key, self.owners_key]
-                await self._scripts["PUBLISH"](
-                    keys=keys, args=[job_id, item.attempt, _digest(item.job.owner)]
-                )
+                args = [job_id, item.attempt, _digest(item.job.owner)]
+
+                async def publish(client: Any) -> object:
+                    return await self._scripts["PUBLISH"](keys=keys, args=args, client=client)
+
+                if isinstance(self.requests, RedisRequests):  # in the request's last round trip
+                    await self.requests.save(job_id, item.request, then=publish)
+                else:
+                    await self.requests.save(job_id, item.request)
+                    await publish(self.redis)
         except RequestLost as exc:  # the request directory cannot be written
             log.error("redis_queue.request_not_stored", job_id=job_id, error=str(exc))
             raise StoreUnavailable(str(exc)) from None

@@ -23,15 +23,21 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
+from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 import redis.asyncio as aioredis
 from bifrost_async.queue import CapturedRequest, Keyring
+from redis.asyncio.client import Pipeline
 
 #: Bytes per piece of a stored body: one command each, so Redis serves others in between.
 PIECE_BYTES = 256 * 1024
 #: The submitting scope's connection details kept for the asgi provider's replay (JSON values).
 _CARRIED = ("http_version", "scheme", "server", "client", "root_path")
+
+
+#: Adds commands to a pipeline (``await then(pipe)``).
+Then = Callable[[Pipeline], Awaitable[object]]
 
 
 class RequestLost(Exception):
@@ -71,17 +77,19 @@ class RedisRequests:
     def body_key(self, job_id: str) -> str:
         return f"{self.prefix}req:{job_id}:body"
 
-    async def save(self, job_id: str, request: CapturedRequest) -> None:
-        """Write the body in pieces, then the head with its headers sealed."""
+    async def save(self, job_id: str, request: CapturedRequest, *, then: Then | None = None) -> None:
+        """Write the body in pieces, then the head with its headers sealed; ``then`` adds
+        commands (the queue's publish) to the last round trip. A body of one piece costs one
+        round trip in all (job ids are fresh: nothing to clear first)."""
         body_key = self.body_key(job_id)
-        await self.redis.unlink(body_key)
         request.rewind()
-        while True:
-            piece = request.body.read(PIECE_BYTES)
-            if not piece:
-                break
+        piece = request.body.read(PIECE_BYTES)
+        while piece:
+            following = request.body.read(PIECE_BYTES)
+            if not following:
+                break  # the last piece goes with the head
             await self.redis.rpush(body_key, piece)
-        await self.redis.expire(body_key, self.ttl)
+            piece = following
         headers = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers])
         sealed = self.keyring.seal(headers.encode("latin-1"), context=job_id.encode())
         head = {
@@ -93,11 +101,23 @@ class RedisRequests:
             "scope": carried_scope(request.scope),
             "headers": base64.b64encode(sealed).decode(),
         }
-        await self.redis.set(self.head_key(job_id), json.dumps(head), ex=self.ttl)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if piece:
+                pipe.rpush(body_key, piece)
+                pipe.expire(body_key, self.ttl)
+            pipe.set(self.head_key(job_id), json.dumps(head), ex=self.ttl)
+            if then is not None:
+                await then(pipe)
+            await pipe.execute()
 
     async def load(self, job_id: str, *, memory_bytes: int, spool_dir: str | None) -> CapturedRequest:
         """Rebuild the request with a local spool; :class:`RequestLost` if it cannot be."""
-        raw = await self.redis.get(self.head_key(job_id))
+        body_key = self.body_key(job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for one piece
+            pipe.get(self.head_key(job_id))
+            pipe.llen(body_key)
+            pipe.lindex(body_key, 0)
+            raw, pieces, first = await pipe.execute()
         if raw is None:
             raise RequestLost("the job's request is no longer stored")
         head = json.loads(raw)
@@ -110,9 +130,9 @@ class RedisRequests:
             max_size=memory_bytes, dir=spool_dir, prefix="bifrost-async-"
         )
         try:
-            body_key = self.body_key(job_id)
-            pieces = int(await self.redis.llen(body_key))
-            for index in range(pieces):
+            if first is not None:
+                spool.write(first)
+            for index in range(1, int(pieces)):
                 piece: Any = await self.redis.lindex(body_key, index)
                 if piece is None:
                     raise RequestLost("the job's request body is no longer stored")
