@@ -4,7 +4,8 @@ A fixed number of worker tasks take jobs from a :class:`~bifrost_async.core.queu
 (the in-process :class:`~bifrost_async.core.queue.LocalQueue` unless another is given), run each
 through the provider under a per-job timeout and a cancellation watch, and end it with
 :func:`~bifrost_async.core.finish.finish_job`. On shutdown, queued and running jobs get a grace
-period and whatever has not finished by then is failed with a clear error, so nothing stays
+period and whatever has not finished by then is handed back to a distributed queue (another
+instance runs it at once) or, with the local queue, failed with a clear error, so nothing stays
 ``processing``. Admission (the queue's slots) is the queue's business: the service calls
 :meth:`JobRunner.admit` once per submit.
 """
@@ -337,9 +338,14 @@ class JobRunner:
                 self.store, job, outcome, now=self.clock(), expect=expect, on_finished=finished, attempts=5
             )
             if ended is None and self.queue.distributed:
-                # at-least-once: another run of this job (re-delivered while this one was thought
-                # lost) ended it first; the first result wins, this one is dropped
-                log.warning("job.duplicate_result_dropped", job_id=job.id, worker=self.worker_name)
+                # at-least-once: the job ended first elsewhere (another run of it, re-delivered
+                # while this one was thought lost, or a cancel); the first end wins
+                log.warning(
+                    "job.duplicate_result_dropped",
+                    job_id=job.id,
+                    worker=self.worker_name,
+                    reason="the job had already ended (another run of it, or a cancel)",
+                )
 
     async def _store_update(self, job: Job, *, expect: JobStatus, attempts: int = 1) -> bool:
         """Write ``job`` if the stored status is ``expect``; retry a store outage a few times, so a

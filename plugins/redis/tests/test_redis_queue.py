@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import structlog.testing
 from bifrost_async import AsyncJobsMiddleware
 from bifrost_async.jobs import Job, JobStatus
 from bifrost_async.queue import CapturedRequest, QueueContext, QueueRefused, WorkItem
@@ -493,3 +494,67 @@ async def test_a_directory_request_round_trip_keeps_headers_sealed(tmp_path: Pat
     back.close()
     await requests.drop("job-1")
     assert not list(tmp_path.iterdir())
+
+
+async def test_a_run_thought_lost_runs_twice_and_the_first_result_wins(redis_url: str) -> None:
+    """At least once: an instance that stops renewing (frozen, not dead) has its run re-delivered
+    to the other; both runs finish, one result is stored, the late one is dropped and logged."""
+    gate = asyncio.Event()
+    ran: list[str] = []
+    arrived = asyncio.Condition()
+
+    def app_copy(name: str) -> Starlette:
+        async def held(request: Request) -> JSONResponse:
+            await request.body()
+            async with arrived:
+                ran.append(name)
+                arrived.notify_all()
+            await gate.wait()
+            return JSONResponse({"copy": name})
+
+        return Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])])
+
+    apps = {
+        name: AsyncJobsMiddleware(
+            app_copy(name),
+            store="redis",
+            store_options={"url": redis_url, "sweep_interval": 0},
+            queue="redis",
+            encryption_key=KEY,
+            worker_name=name,
+            concurrency=1,
+            lease_seconds=0.5,
+        )
+        for name in ("a", "b")
+    }
+    for app in apps.values():
+        await app.startup()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            transport = httpx.ASGITransport(app=apps["a"])
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+                job_id = (await client.post(SUBMIT, json=body)).json()["id"]
+                async with arrived:
+                    await asyncio.wait_for(arrived.wait_for(lambda: len(ran) == 1), 30)
+                frozen = apps[ran[0]].runner
+                assert frozen is not None
+                await die(frozen.queue)  # type: ignore[arg-type]  # its entry's idle time grows
+                async with arrived:
+                    await asyncio.wait_for(arrived.wait_for(lambda: len(ran) == 2), 30)
+                assert sorted(ran) == ["a", "b"]
+                gate.set()
+                done = (await completed(client, job_id)).json()
+                assert done["status"] == "completed" and done["result"]["copy"] in ("a", "b")
+                await eventually(
+                    lambda: _logged(logs, "job.duplicate_result_dropped"), "the late result to be dropped"
+                )
+        assert len([e for e in logs if e["event"] == "job.completed"]) == 1
+    finally:
+        gate.set()
+        for app in apps.values():
+            await app.shutdown()
+
+
+async def _logged(logs: list[dict[str, Any]], event: str) -> bool:
+    return any(entry["event"] == event for entry in logs)
