@@ -45,7 +45,7 @@ from bifrost_async.store import JobStore, StoreUnavailable
 from . import queue_scripts
 from .guard import UNAVAILABLE, guard
 from .queue_admission import SharedAdmission
-from .queue_leases import GROUP, reclaim_forever, renew_forever, text
+from .queue_leases import GROUP, reclaim_forever, renew_forever, reraise_cancellation, text
 from .request_dir import DirectoryRequests
 from .requests import RedisRequests, RequestLost
 from .store import RedisJobStore
@@ -133,7 +133,8 @@ class RedisWorkQueue(SharedAdmission):
         self._stopped.set()
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._background:  # bounded: a stop must never hang on a Redis call
+            await asyncio.wait(self._background, timeout=5)
         self._background = []
         with contextlib.suppress(*UNAVAILABLE):
             pending = await self.redis.xpending_range(
@@ -170,7 +171,7 @@ class RedisWorkQueue(SharedAdmission):
     async def take(self) -> WorkItem:
         """The next job from the shared stream (one entry per free worker)."""
         while True:
-            _reraise_cancellation()  # a cancelled read may come back as an empty answer
+            reraise_cancellation()  # a cancelled read may come back as an empty answer
             if not self.accepting:
                 await asyncio.Event().wait()  # shutting down: read nothing more (cancelled at stop)
             try:
@@ -179,11 +180,11 @@ class RedisWorkQueue(SharedAdmission):
                         GROUP, self.consumer, {self.stream: ">"}, count=1, block=_BLOCK_MS
                     )
             except StoreUnavailable:
-                _reraise_cancellation()
+                reraise_cancellation()
                 await self._pause()
                 continue
             except Exception as exc:  # NOGROUP after a flush: make it again
-                _reraise_cancellation()
+                reraise_cancellation()
                 log.warning("redis_queue.read_failed", error_type=type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
@@ -310,11 +311,3 @@ class RedisWorkQueue(SharedAdmission):
         """A short wait before reading again after a failure (not for correctness)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), 0.5)
-
-
-def _reraise_cancellation() -> None:
-    """Raise ``CancelledError`` if this task is being cancelled: redis-py may turn a cancelled
-    blocking read into a connection error, which must not keep a stopping worker reading."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -26,6 +26,24 @@ log = structlog.get_logger(__name__)
 GROUP = "workers"
 
 
+def reraise_cancellation() -> None:
+    """Raise ``CancelledError`` if this task is being cancelled: redis-py may turn the cancel of
+    a command into a connection error or an empty answer, which must not keep a loop going."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def tick(queue: RedisWorkQueue, interval: float) -> bool:
+    """Wait ``interval`` seconds; ``False`` once the queue is stopping."""
+    reraise_cancellation()
+    try:
+        await asyncio.wait_for(queue._stopped.wait(), interval)
+    except TimeoutError:
+        return True
+    return False
+
+
 def text(value: Any) -> str:
     """A Redis reply (bytes) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -33,22 +51,21 @@ def text(value: Any) -> str:
 
 async def renew_forever(queue: RedisWorkQueue) -> None:
     """Reset the idle time of the entries this instance runs, so no one reclaims them."""
-    while True:
-        await asyncio.sleep(queue.config.lease_seconds / 3)
+    while await tick(queue, queue.config.lease_seconds / 3):
         entries = [entry for entry, _ in queue._held.values()]
         if not entries:
             continue
         try:
             await queue.redis.xclaim(queue.stream, GROUP, queue.consumer, 0, list[Any](entries), justid=True)
         except Exception as exc:
+            reraise_cancellation()
             log.warning("redis_queue.renew_failed", error_type=type(exc).__name__)
 
 
 async def reclaim_forever(queue: RedisWorkQueue) -> None:
     """Take entries whose consumer stopped renewing them for ``lease_seconds``."""
     lease_ms = max(1, int(queue.config.lease_seconds * 1000))
-    while True:
-        await asyncio.sleep(queue.config.lease_seconds / 4)
+    while await tick(queue, queue.config.lease_seconds / 4):
         if not queue.accepting:
             continue
         try:
@@ -62,6 +79,7 @@ async def reclaim_forever(queue: RedisWorkQueue) -> None:
             if queue._cursor == "0-0":
                 await forget_dead_consumers(queue)
         except Exception as exc:
+            reraise_cancellation()
             log.warning("redis_queue.reclaim_failed", error_type=type(exc).__name__)
 
 

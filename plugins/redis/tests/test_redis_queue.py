@@ -105,9 +105,9 @@ async def submit(queue: RedisWorkQueue, store: RedisJobStore, body: bytes) -> Jo
 
 async def die(queue: RedisWorkQueue) -> None:
     """Stop a queue's renewals and reclaims as a killed process would (no hand-back)."""
-    for task in queue._background:
-        task.cancel()
-    await asyncio.gather(*queue._background, return_exceptions=True)
+    queue._stopped.set()  # its renew and reclaim loops end
+    await asyncio.wait(queue._background, timeout=30)
+    assert all(task.done() for task in queue._background)
     queue._background = []
 
 
