@@ -1,4 +1,4 @@
-"""The plugin manager and the name registries for stores and providers."""
+"""The plugin manager and the name registries for stores, queues and providers."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import structlog
 from bifrost_async.core import hookspecs
 from bifrost_async.core.logfields import exception_fields
 from bifrost_async.core.provider import ProviderFactory
+from bifrost_async.core.queue import QueueFactory
 from bifrost_async.core.store import StoreFactory
 
 #: Built-in plugins, registered like any third-party plugin.
 DEFAULT_PLUGINS = (
     "bifrost_async.builtin.memory",
+    "bifrost_async.builtin.local_queue",
     "bifrost_async.builtin.asgi_provider",
     "bifrost_async.builtin.http_provider",
     "bifrost_async.builtin.owner",
@@ -109,6 +111,11 @@ class Registry(Generic[F]):
 def store_registry(pm: pluggy.PluginManager) -> Registry[StoreFactory]:
     """Stores registered by every plugin in ``pm``."""
     return Registry[StoreFactory]("store").fill(pm, "register_stores")
+
+
+def queue_registry(pm: pluggy.PluginManager) -> Registry[QueueFactory]:
+    """Work queues registered by every plugin in ``pm``."""
+    return Registry[QueueFactory]("queue").fill(pm, "register_queues")
 
 
 def provider_registry(pm: pluggy.PluginManager) -> Registry[ProviderFactory]:

@@ -17,6 +17,7 @@ import pluggy
 
 from bifrost_async.core.jobs import Job
 from bifrost_async.core.provider import ProviderFactory
+from bifrost_async.core.queue import RegisterQueue
 from bifrost_async.core.store import RegisterStore
 
 PROJECT = "bifrost_async"
@@ -40,6 +41,22 @@ def register_stores(register: RegisterStore) -> None:
     run under ``serve --workers N`` with N above 1. The factory is called once while the
     middleware is built, to check options (see :func:`bifrost_async.core.store.parse_store_options`),
     so it must not do I/O: connect in ``start()``.
+    """
+
+
+@hookspec
+def register_queues(register: RegisterQueue) -> None:
+    """Register work queues (between accepting a job and running it) by name.
+
+    Called once when a middleware builds its plugin registries. Call ``register(name, factory)``
+    for each queue; ``factory(context: QueueContext)`` returns an object that satisfies
+    :class:`bifrost_async.core.queue.WorkQueue`. Configuration chooses one by ``name``
+    (``queue="local"``, the built-in in-process queue, is the default). Pass ``shared=True`` for a
+    queue every instance on the same store takes work from; any queue other than ``local`` needs
+    a store registered ``shared=True``. The factory is called once while the middleware is built
+    (``context.store`` is ``None``; raise ``ValueError`` with a one-line message for a bad option
+    or a missing encryption key), so it must not do I/O: connect in ``start()``. Two plugins
+    registering the same name is an error naming both.
     """
 
 

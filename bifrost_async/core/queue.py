@@ -8,7 +8,12 @@ runner consumes the queue (:meth:`WorkQueue.take` / :meth:`WorkQueue.done`); slo
 (reservations, owner shares, admissions in flight) never leaves this module.
 
 :class:`WorkQueue` is the protocol the runner consumes; :class:`LocalQueue` is the in-process
-implementation (a bounded ``asyncio.Queue``). A distributed queue implements the same protocol.
+implementation (a bounded ``asyncio.Queue``). A distributed queue implements the same protocol
+and is registered by a plugin's ``register_queues`` hook (:class:`RegisterQueue`), chosen by the
+``queue`` option; its factory receives a :class:`QueueContext`. A distributed queue
+(``distributed = True``) re-delivers a job whose instance died (so orphaned jobs are the queue's
+business, not the poll's), and hands back at shutdown what it cannot finish
+(:meth:`WorkQueue.hand_back`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bifrost_async.core.capture import CapturedRequest
-from bifrost_async.core.jobs import Job
+from bifrost_async.core.jobs import Job, JobStatus
+from bifrost_async.core.reachability import StoreReachability
+from bifrost_async.core.store import JobStore
 
 
 class QueueConfig(Protocol):
@@ -41,6 +49,11 @@ class WorkItem:
     #: Set when the job was cancelled while queued: its slot and spool are freed at once, and the
     #: worker that meets it in the queue skips it.
     discarded: bool = False
+    #: Which run of the job this is (1 unless a distributed queue re-delivered it).
+    attempt: int = 1
+    #: The stored status the runner expects when it marks the job ``processing``: ``pending``,
+    #: or ``processing`` for a job re-delivered after its instance died or handed it back.
+    expect: JobStatus = JobStatus.PENDING
 
 
 class QueueRefused(Exception):
@@ -52,18 +65,27 @@ class QueueRefused(Exception):
         self.reason = reason
 
 
+class SlotHolder(Protocol):
+    """The queue side of a :class:`Slot`."""
+
+    def _fill(self, item: WorkItem) -> bool: ...
+    def _release(self, owner: str) -> None: ...
+
+
 class Slot:
     """A place in the queue taken for one job while it is admitted (spooled, validated, stored).
-    Use as a context manager: unless :meth:`enqueue` filled it, leaving the block gives it back."""
+    Use as a context manager: unless :meth:`enqueue` filled it, leaving the block gives it back.
+    A distributed queue subclasses it to write the job where every instance sees it."""
 
-    def __init__(self, queue: LocalQueue, owner: str) -> None:
+    def __init__(self, queue: SlotHolder, owner: str) -> None:
         self._queue = queue
         self._owner = owner
         self._filled = False
 
-    def enqueue(self, item: WorkItem) -> bool:
+    async def enqueue(self, item: WorkItem) -> bool:
         """Queue a stored job into this slot. ``False`` (nothing queued) once shutdown has failed
-        what was queued: no worker would ever take the job."""
+        what was queued: no worker would ever take the job. A distributed queue may raise
+        :class:`~bifrost_async.core.store.StoreError` when its storage is unreachable."""
         self._filled = self._queue._fill(item)
         return self._filled
 
@@ -77,6 +99,65 @@ class Slot:
             self._queue._release(self._owner)
 
 
+class QueueOptions(QueueConfig, Protocol):
+    """What a queue factory may read of the middleware's options
+    (:class:`~bifrost_async.service.config.AsyncJobsConfig` has them all)."""
+
+    @property
+    def lease_seconds(self) -> float: ...
+    @property
+    def max_attempts(self) -> int: ...
+    def attempts_for(self, request_type: str) -> int: ...
+    @property
+    def max_queued_body_bytes(self) -> int: ...
+    @property
+    def spool_memory_bytes(self) -> int: ...
+    @property
+    def spool_dir(self) -> str | None: ...
+    @property
+    def encryption_key(self) -> str | None: ...
+    @property
+    def request_dir(self) -> str | None: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueContext:
+    """What a queue factory receives. The factory is called once while the middleware is built
+    (``store`` is ``None`` then: check options, raise ``ValueError`` with a one-line message, and
+    return ``None`` or a queue) and
+    again at startup, after the store started. It must do no I/O: connect in ``start()``."""
+
+    #: The middleware's options (sizes, lease, attempts, the encryption key).
+    config: QueueOptions
+    #: The started job store (``None`` while options are checked).
+    store: JobStore | None
+    #: This process's name (``host:pid``): a distributed queue's consumer name.
+    worker_name: str
+    #: Called with a job the queue itself ended (a re-delivery whose attempts are spent): the
+    #: middleware logs it and tells the ``job_finished`` observers.
+    finished: Callable[[Job], None] = dataclasses.field(default=lambda job: None)
+    #: Extra options for the queue (plugins' own; empty by default).
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: The process's view of the store (``None`` while options are checked): a queue that takes
+    #: over other instances' work reports its calls to it and takes nothing over while
+    #: ``may_judge_leases()`` is false (a lease that ran out during an outage says nothing).
+    reachability: StoreReachability | None = None
+
+
+#: Builds a queue; returns ``None`` only when ``context.store`` is ``None`` (options checked).
+QueueFactory = Callable[[QueueContext], "WorkQueue | None"]
+
+
+class RegisterQueue(Protocol):
+    """The ``register`` callable that the ``register_queues`` hook receives."""
+
+    def __call__(self, name: str, factory: QueueFactory, *, shared: bool = False) -> None:
+        """Register ``factory`` as the queue ``name``; ``shared``: every instance on the same
+        store takes work from it (needs a shared store)."""
+
+
 class WorkQueue(Protocol):
     """The queue as the runner and the service use it."""
 
@@ -84,10 +165,18 @@ class WorkQueue(Protocol):
     accepting: bool
     #: True once the shutdown grace is over: nothing more is enqueued, workers fail what they take.
     closing: bool
+    #: True for a queue every instance shares: it re-delivers jobs whose instance died, so a
+    #: poll or a sweep never fails them as orphans (the queue does once attempts are spent).
+    distributed: bool
 
-    def admit(self, owner: str) -> Slot: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def admit(self, owner: str) -> Slot: ...
+    async def hand_back(self, item: WorkItem, *, ran: bool) -> bool: ...
     def discard(self, job_id: str) -> bool: ...
     def position(self, job_id: str) -> int | None: ...
+    async def positions(self, job_ids: list[str]) -> dict[str, int]: ...
+    async def abandoned(self, job: Job) -> bool: ...
     def holds(self, job_id: str) -> bool: ...
     def held_jobs(self) -> list[Job]: ...
     @property
@@ -105,6 +194,8 @@ class LocalQueue:
     """The in-process queue: at most ``config.queue_size`` jobs reserved or queued, at most
     ``config.owner_queue_share()`` of them (queued or running) per owner."""
 
+    distributed = False
+
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self.accepting = False
@@ -120,9 +211,19 @@ class LocalQueue:
         self._admitted.set()
         self._queued: dict[str, WorkItem] = {}
 
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def hand_back(self, item: WorkItem, *, ran: bool) -> bool:
+        """No other instance could take it: ``False`` (the runner fails it, as at shutdown)."""
+        return False
+
     # -- the service's side --------------------------------------------------------------------
 
-    def admit(self, owner: str = "") -> Slot:
+    async def admit(self, owner: str = "") -> Slot:
         """A slot for a job of ``owner`` about to be stored, or :class:`QueueRefused`."""
         share = self.config.owner_queue_share()
         if not self.accepting:
@@ -154,6 +255,16 @@ class LocalQueue:
             if queued_id == job_id:
                 return position
         return None
+
+    async def positions(self, job_ids: list[str]) -> dict[str, int]:
+        """1-based places of those of ``job_ids`` queued here (a listing's page at once)."""
+        places = {job_id: self.position(job_id) for job_id in job_ids if job_id in self._queued}
+        return {job_id: place for job_id, place in places.items() if place is not None}
+
+    async def abandoned(self, job: Job) -> bool:
+        """Whether nobody will run ``job``, whose lease ran out and which this process does not
+        hold: always (only the process that took the submit could run it)."""
+        return True
 
     def holds(self, job_id: str) -> bool:
         return job_id in self._queued

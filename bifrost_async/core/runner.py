@@ -6,7 +6,8 @@ through the provider under a per-job timeout and a cancellation watch, and end i
 :func:`~bifrost_async.core.finish.finish_job`. A store outage does not end a job: its start and
 terminal writes wait for the store, after the leases are renewed
 (:class:`~bifrost_async.core.outage.StoreOutage`). On shutdown, queued and running jobs get a grace
-period and whatever has not finished by then is failed with a clear error, so nothing stays
+period and whatever has not finished by then is handed back to a distributed queue (another
+instance runs it at once) or, with the local queue, failed with a clear error, so nothing stays
 ``processing``. Admission (the queue's slots) is the queue's business: the service calls
 :meth:`JobRunner.admit` once per submit.
 """
@@ -88,6 +89,7 @@ class JobRunner:
         config: RunnerConfig,
         worker_name: str | None = None,
         queue: WorkQueue | None = None,
+        reachability: StoreReachability | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -104,7 +106,9 @@ class JobRunner:
         self._held: dict[str, Job] = {}
         self._lease_task: asyncio.Task[None] | None = None
         #: This process's view of the store (polls and a sweeping store judge leases by it).
-        self.reachability = StoreReachability(self.clock, config.lease_seconds)
+        #: This process's view of the store (shared with a distributed queue, whose take-overs
+        #: judge leases too).
+        self.reachability = reachability or StoreReachability(self.clock, config.lease_seconds)
         self.outage = StoreOutage(self.reachability, config.lease_seconds)
 
     # -- the service's side ----------------------------------------------------------------------
@@ -114,11 +118,11 @@ class JobRunner:
         """False before :meth:`start` and once shutdown began: no job is admitted."""
         return self.queue.accepting
 
-    def admit(self, owner: str = "") -> Slot:
+    async def admit(self, owner: str = "") -> Slot:
         """Admit a job of ``owner``: a slot in the queue to fill once the job is stored, given back
         if it is not (:class:`~bifrost_async.core.queue.Slot`); or
         :class:`~bifrost_async.core.queue.QueueRefused`."""
-        return self.queue.admit(owner)
+        return await self.queue.admit(owner)
 
     def discard(self, job_id: str) -> bool:
         """Drop a cancelled job from the queue now (its slot, share and spool); ``False`` if it
@@ -144,6 +148,7 @@ class JobRunner:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.queue.start()
         self.queue.accepting = True
         self._workers = [
             asyncio.create_task(self._work(), name=f"bifrost-async-worker-{n}")
@@ -172,6 +177,7 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers, self._lease_task = [], None
+        await self.queue.close()
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -196,7 +202,13 @@ class JobRunner:
                 self.queue.done(item)
 
     async def _fail_unstarted(self, item: WorkItem) -> None:
-        """Fail a queued job that shutdown will not let start, and drop its spool."""
+        """Hand a queued job that shutdown will not let start back to a distributed queue (another
+        instance runs it), else fail it; drop its spool either way."""
+        if await self.queue.hand_back(item, ran=False):
+            log.info("job.handed_back", job_id=item.job.id, started=False)
+            item.request.close()
+            self.queue.done(item)
+            return
         reason = "the server shut down before the job started"
         await self._finish(item.job, self._shutdown_failure(item.job, reason), expect=JobStatus.PENDING)
         item.request.close()
@@ -206,21 +218,22 @@ class JobRunner:
         job = item.job
         self._held[job.id] = job
         try:
-            if await self._start(job):
+            if await self._start(job, expect=item.expect):
                 await self._run_started(item)
         finally:
             self._held.pop(job.id, None)
 
-    async def _start(self, job: Job) -> bool:
+    async def _start(self, job: Job, *, expect: JobStatus) -> bool:
         """Mark ``job`` processing in the store (waiting out an outage); False if it is no longer
-        pending there (cancelled while queued) or shutdown's grace ended first."""
+        ``expect`` there (pending, or processing for a run a distributed queue re-delivers:
+        cancelled meanwhile, or ended by another run) or shutdown's grace ended first."""
 
         async def attempt() -> bool:
-            started = job.copy()  # the held job stays pending for its renewals until this lands
+            started = job.copy()  # the held job keeps its status for its renewals until this lands
             now = self.clock()
             started.status, started.started_at, started.worker = JobStatus.PROCESSING, now, self.worker_name
             started.lease_expires_at = now + self.config.lease_seconds
-            if not await self.store.update(started, expect=(JobStatus.PENDING,)):
+            if not await self.store.update(started, expect=(expect,)):
                 return False
             job.status, job.started_at, job.worker = started.status, now, started.worker
             job.lease_expires_at = started.lease_expires_at
@@ -232,7 +245,7 @@ class JobRunner:
             log.warning("job.not_started", reason="the store did not answer before shutdown")
             return False
         if not written:
-            log.warning("job.not_started", reason="the stored job is no longer pending")
+            log.warning("job.not_started", reason=f"the stored job is no longer {expect.value}")
         return written
 
     def _closing(self) -> bool:
@@ -254,8 +267,7 @@ class JobRunner:
                 type="server_error",
                 code="internal_error",
             )
-        if outcome is None:  # cancelled (or removed) while it ran: the store holds its end already
-            log.info("job.cancelled")
+        if outcome is None:  # cancelled, removed or handed back: the store holds its state already
             return
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         await self._finish(job, outcome, expect=JobStatus.PROCESSING, duration_ms=duration_ms)
@@ -263,6 +275,8 @@ class JobRunner:
     async def _execute(self, item: WorkItem) -> Outcome | None:
         job = item.job
         if self.queue.closing:  # shutdown began while this job was being marked processing
+            if await self._hand_back(item):
+                return None
             return self._shutdown_failure(job, "the server shut down before the job finished")
         task: asyncio.Task[object] = asyncio.create_task(
             self.provider.execute(item.request, max_result_bytes=self.config.max_result_bytes)
@@ -273,6 +287,7 @@ class JobRunner:
                 ran = await run_watched(task, self.store, job.id, self.config.job_timeout + 1)
             response = cast(CapturedResponse, ran)
         except JobEndedElsewhere:
+            log.info("job.cancelled")
             return None
         except TimeoutError:
             return failure(
@@ -294,6 +309,8 @@ class JobRunner:
                 # shutdown): record the failure anyway, so the job is not left processing
                 await asyncio.shield(self._finish(job, failed, expect=JobStatus.PROCESSING))
                 raise
+            if self.queue.closing and await self._hand_back(item):
+                return None
             return failed
         except Exception as exc:
             log.error("job.crashed", **exception_fields(exc))
@@ -313,6 +330,14 @@ class JobRunner:
             # parsing and encoding a large body would stall every other request meanwhile
             return await asyncio.to_thread(outcome_from_response, response, job.extra_fields)
         return outcome_from_response(response, job.extra_fields)
+
+    async def _hand_back(self, item: WorkItem) -> bool:
+        """At shutdown, give a run this instance will not finish back to a distributed queue, at
+        once, so that another instance runs it again (``False``: nobody can; fail it)."""
+        handed = await self.queue.hand_back(item, ran=True)
+        if handed:
+            log.info("job.handed_back", started=True, attempt=item.attempt)
+        return handed
 
     def _shutdown_failure(self, job: Job, reason: str) -> Outcome:
         return failure(500, reason, job.extra_fields, type="server_error", code="server_shutdown")
@@ -378,5 +403,14 @@ class JobRunner:
             raise
         finally:
             self._held.pop(job.id, None)
-        if ended is None:
+        if ended is None and self.queue.distributed:
+            # at-least-once: the job ended first elsewhere (another run of it, re-delivered while
+            # this one was thought lost, or a cancel); the first end wins
+            log.warning(
+                "job.duplicate_result_dropped",
+                job_id=job.id,
+                worker=self.worker_name,
+                reason="the job had already ended (another run of it, or a cancel)",
+            )
+        elif ended is None:
             log.info("job.outcome_dropped", job_id=job.id, reason="the stored job had ended already")

@@ -147,14 +147,19 @@ class JobExtensions:
         except StoreError:
             raise self.service.unavailable() from None
         data = []
+        waiting = [job.id for job in jobs if job.status is JobStatus.PENDING]
+        try:
+            places = await self.service.runner.queue.positions(waiting) if waiting else {}
+        except StoreError:
+            raise self.service.unavailable() from None
         for job in jobs:
             # without result and error: a page of 100 jobs would otherwise hold 100 results (up
             # to max_result_bytes each); the poll URL, the list URL + "/{id}", has them
             item = job.to_public()
             item.pop("result", None)
             item.pop("error", None)
-            position = self.service.runner.queue_position(job.id)
-            if job.status is JobStatus.PENDING and position is not None:
+            position = places.get(job.id)
+            if position is not None:
                 item["queue_position"] = position
             data.append(item)
         body: dict[str, Any] = {"object": "list", "data": data, "has_more": cursor is not None}

@@ -14,12 +14,17 @@ from bifrost_async.core.hooks import (
     PluginError,
     call_lifecycle,
     make_plugin_manager,
+    notify,
     provider_registry,
+    queue_registry,
     store_registry,
 )
+from bifrost_async.core.jobs import Job
 from bifrost_async.core.logfields import exception_fields
 from bifrost_async.core.provider import Provider, ProviderContext
-from bifrost_async.core.runner import JobRunner
+from bifrost_async.core.queue import QueueContext
+from bifrost_async.core.reachability import StoreReachability
+from bifrost_async.core.runner import JobRunner, default_worker_name
 from bifrost_async.core.store import JobStore, StoreContext, StoreHost
 from bifrost_async.http.endpoints import JobEndpoints
 from bifrost_async.http.header_async import HeaderAsync
@@ -73,6 +78,16 @@ class AsyncJobsMiddleware:
         except PluginError as exc:
             raise OptionError("store", str(exc)) from None
         try:
+            self._queue_factory = queue_registry(self.pm).get(self.config.queue)
+        except PluginError as exc:
+            raise OptionError("queue", str(exc)) from None
+        if self.config.queue != "local" and not self._store_shared:
+            raise OptionError(
+                "queue",
+                f"queue {self.config.queue!r} needs a shared store (e.g. store 'redis'); "
+                f"store {self.config.store!r} is not shared",
+            )
+        try:
             self._provider_factory = provider_registry(self.pm).get(self.config.provider)
         except PluginError as exc:
             raise OptionError("provider", str(exc)) from None
@@ -99,6 +114,15 @@ class AsyncJobsMiddleware:
             self._provider_factory(ProviderContext(app=self.app, options=cfg.provider_options))
         except (ValueError, TypeError) as exc:
             raise OptionError("provider_options", f"provider {cfg.provider!r}: {exc}") from None
+        try:
+            self._queue_factory(QueueContext(config=cfg, store=None, worker_name=default_worker_name()))
+        except (ValueError, TypeError) as exc:
+            raise OptionError("queue", f"queue {cfg.queue!r}: {exc}") from None
+
+    def _queue_finished(self, job: Job) -> None:
+        """A job the queue itself ended (its attempts spent): log it and tell the observers."""
+        log.warning("job.attempts_spent", job_id=job.id, worker=job.worker, status=job.status.value)
+        notify(self.pm, "job_finished", job=job)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -123,8 +147,34 @@ class AsyncJobsMiddleware:
             except BaseException:
                 await store.close()
                 raise
-            runner = JobRunner(store=store, provider=provider, pm=self.pm, config=cfg)
-            await runner.start()
+            worker_name = cfg.worker_name or default_worker_name()
+            reachability = StoreReachability(cfg.clock, cfg.lease_seconds)
+            queue = self._queue_factory(
+                QueueContext(
+                    config=cfg,
+                    store=store,
+                    worker_name=worker_name,
+                    finished=self._queue_finished,
+                    reachability=reachability,
+                )
+            )
+            if queue is None:
+                raise RuntimeError(f"queue {cfg.queue!r}: its factory built no queue for a started store")
+            runner = JobRunner(
+                store=store,
+                provider=provider,
+                pm=self.pm,
+                config=cfg,
+                worker_name=worker_name,
+                queue=queue,
+                reachability=reachability,
+            )
+            try:
+                await runner.start()
+            except BaseException:
+                await provider.close()
+                await store.close()
+                raise
             self.store, self.provider, self.runner = store, provider, runner
             self.service = JobService(config=cfg, pm=self.pm, store=store, runner=runner)
             self.endpoints.bind(self.service)
@@ -151,6 +201,7 @@ class AsyncJobsMiddleware:
             log.info(
                 "async_jobs.started",
                 store=cfg.store,
+                queue=cfg.queue,
                 provider=cfg.provider,
                 concurrency=cfg.concurrency,
                 worker=runner.worker_name,

@@ -142,6 +142,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("store_option", str, None, "store option KEY=VALUE, repeatable (env: space-separated, "
            "shell-quoted: path='/srv/my jobs.db')",
            _JOBS, "middleware", "KEY=VALUE"),
+    Option("queue", str, "local", "work queue by name: local (jobs run where submitted) or, with "
+           "--store redis, redis (any instance runs any job; needs BIFROST_ASYNC_ENCRYPTION_KEY)",
+           _JOBS, "middleware", "NAME"),
+    Option("max_attempts", int, 3, "runs of a job a distributed queue allows when instances die "
+           "running it (the upstream may see it again); 1: at most once", _JOBS, "middleware", "N"),
+    Option("max_attempts_by_type", str, None, "per request type overrides of --max-attempts, e.g. "
+           "transcription=1,embedding=5", _JOBS, "middleware", "TYPE=N,..."),
+    Option("request_dir", str, None, "a directory every instance mounts where --queue redis stores "
+           "requests instead of in Redis", _JOBS, "middleware", "DIR"),
+    Option("max_queued_body_bytes", parse_size, 64 * 1024**2, "largest submit body a distributed "
+           "queue stores in shared storage (413 beyond)", _JOBS, "middleware", "SIZE"),
     Option("concurrency", int, 4, "jobs run at once", _JOBS, "middleware", "N"),
     Option("queue_size", int, 1000, "jobs waiting for a worker before submits get 429", _JOBS, "middleware",
            "N"),
@@ -203,6 +214,8 @@ BOUNDS: dict[str, Range] = {
     "workers": AT_LEAST_ONE,
     "keep_alive": AT_LEAST_ONE,
     "concurrency": AT_LEAST_ONE,
+    "max_attempts": AT_LEAST_ONE,
+    "max_queued_body_bytes": AT_LEAST_ONE,
     "queue_size": AT_LEAST_ONE,
     "job_timeout": POSITIVE,
     "max_body_bytes": AT_LEAST_ONE,

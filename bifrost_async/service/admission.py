@@ -88,7 +88,7 @@ class Admission:
         except StoreError:
             raise self.unavailable() from None
         try:
-            return self.runner.admit(owner)
+            return await self.runner.admit(owner)
         except QueueRefused as refused:
             if refused.reason == "closed":
                 raise self.unavailable("the server is shutting down and accepts no new jobs") from None

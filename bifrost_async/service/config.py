@@ -15,6 +15,18 @@ from bifrost_async.service.routes import DEFAULT_ROUTES, RouteSpec, RouteTable
 MB = 1024 * 1024
 
 
+def parse_type_counts(text: str) -> dict[str, int]:
+    """``transcription=1,embedding=5`` as ``{"transcription": 1, "embedding": 5}``; a
+    ``ValueError`` names the entry that is not ``TYPE=N``."""
+    counts: dict[str, int] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise OptionError("max_attempts_by_type", f"expected TYPE=N, got {entry!r}")
+        counts[name.strip()] = int(value)
+    return counts
+
+
 class OptionError(ValueError):
     """An option of the middleware (or the proxy) has a value it cannot use.
 
@@ -41,6 +53,8 @@ _INTEGERS = (
     "default_ttl",
     "max_ttl",
     "retry_after",
+    "max_attempts",
+    "max_queued_body_bytes",
 )
 _NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds")
 
@@ -64,6 +78,31 @@ class AsyncJobsConfig:
     store: str = "memory"
     #: Options handed to the store's factory (e.g. ``{"url": "redis://..."}``).
     store_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Name of the work queue between submit and run (a plugin registers it with
+    #: ``register_queues``): ``"local"`` (built in) runs a job in the process that accepted it;
+    #: ``"redis"`` (``bifrost-async-redis``, with ``store="redis"``) lets any instance run any job,
+    #: re-delivers the jobs of an instance that died and hands back those of one shut down.
+    queue: str = "local"
+    #: Runs of a job a distributed queue allows when instances die while running it: each lost
+    #: run is re-delivered to another instance (the upstream may see the request again) until
+    #: this many ran; then it fails ``worker_lost``. 1: at most once, as the local queue.
+    max_attempts: int = 3
+    #: Per request type overrides of ``max_attempts`` (``{"transcription": 1}``: never run a
+    #: transcription twice; ``{"embedding": 5}``). As a CLI option: ``transcription=1,embedding=5``.
+    max_attempts_by_type: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: Largest request body a distributed queue stores in shared storage (in pieces) for
+    #: another instance to replay; larger submits get 413. The local queue ignores it.
+    max_queued_body_bytes: int = 64 * MB
+    #: Keys sealing the replay headers a distributed queue stores (comma-separated base64url,
+    #: the first seals, all open; ``bifrost-async keygen`` makes one). ``None``: read
+    #: ``BIFROST_ASYNC_ENCRYPTION_KEY``. A distributed queue refuses to start without one.
+    encryption_key: str | None = dataclasses.field(default=None, repr=False)
+    #: A directory every instance mounts (a shared volume) where a distributed queue stores the
+    #: requests instead of in Redis (large uploads); ``None``: in Redis.
+    request_dir: str | None = None
+    #: This instance's name, recorded on the jobs it runs and used as its consumer name in a
+    #: distributed queue; ``None``: ``host:pid``. Must differ between instances sharing a store.
+    worker_name: str | None = None
     #: Name of the provider that runs jobs: ``"asgi"`` replays into the wrapped app.
     provider: str = "asgi"
     #: Options handed to the provider's factory.
@@ -128,6 +167,9 @@ class AsyncJobsConfig:
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
+        by_type: Any = self.max_attempts_by_type
+        if by_type is None or isinstance(by_type, str):  # absent, or TYPE=N,... from the CLI or TOML
+            object.__setattr__(self, "max_attempts_by_type", parse_type_counts(by_type or ""))
         self._check_types()
         positive = (
             "max_body_bytes",
@@ -142,6 +184,8 @@ class AsyncJobsConfig:
             "lease_seconds",
             "retry_after",
             "max_failed_ttl",
+            "max_attempts",
+            "max_queued_body_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -168,6 +212,17 @@ class AsyncJobsConfig:
             raise OptionError(
                 "route_overrides" if self.route_overrides else "extra_routes", str(exc)
             ) from None
+        known = self.routes().by_type
+        for request_type, attempts in dict(self.max_attempts_by_type).items():
+            if request_type not in known:
+                raise OptionError(
+                    "max_attempts_by_type",
+                    f"unknown request type {request_type!r}; known: {', '.join(sorted(known))}",
+                )
+            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+                raise OptionError(
+                    "max_attempts_by_type", f"{request_type}: want a whole number 1 or more, got {attempts!r}"
+                )
         for path, family in self.header_async_routes.items():
             if not path.startswith("/") or family not in ("openai", "anthropic", "off"):
                 raise OptionError(
@@ -186,12 +241,17 @@ class AsyncJobsConfig:
                 raise OptionError(name, f"must be {kind}, got {value!r}")
             if not math.isfinite(value):
                 raise OptionError(name, f"must be a finite number, got {value!r}")
-        for name in ("prefix", "store", "provider"):
+        for name in ("prefix", "store", "provider", "queue"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise OptionError(name, f"must be a non-empty string, got {getattr(self, name)!r}")
-        for name in ("route_overrides", "store_options", "provider_options"):
+        for name in ("route_overrides", "store_options", "provider_options", "max_attempts_by_type"):
             if not isinstance(getattr(self, name), Mapping):
                 raise OptionError(name, f"must be a mapping, got {type(getattr(self, name)).__name__}")
+
+    def attempts_for(self, request_type: str) -> int:
+        """Runs a distributed queue allows a job of ``request_type`` (``max_attempts`` unless
+        ``max_attempts_by_type`` says otherwise)."""
+        return self.max_attempts_by_type.get(request_type, self.max_attempts)
 
     def owner_job_share(self) -> int:
         """Live jobs one owner may hold in the store (0: no share)."""

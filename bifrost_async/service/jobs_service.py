@@ -71,6 +71,12 @@ class JobService:
         self.runner = runner
         self.admission = Admission(self)
         self._trusted = networks(config.trusted_proxies)
+        #: A distributed queue stores the body where every instance reads it: its own limit too.
+        self._body_limit = (
+            min(config.max_body_bytes, config.max_queued_body_bytes)
+            if runner.queue.distributed
+            else config.max_body_bytes
+        )
 
     def owner(self, scope: dict[str, Any]) -> str:
         """Who is asking, as the ``job_owner`` hook decides."""
@@ -133,7 +139,7 @@ class JobService:
         body, size = await spool_body(
             receive,
             headers,
-            max_bytes=self.config.max_body_bytes,
+            max_bytes=self._body_limit,
             memory_bytes=self.config.spool_memory_bytes,
             spool_dir=self.config.spool_dir,
         )
@@ -205,7 +211,12 @@ class JobService:
         except StoreError:
             raise self.unavailable() from None
         request.headers = replay_headers(request.headers)  # the endpoint gets none of our knobs
-        if not slot.enqueue(WorkItem(job=job, request=request)):
+        try:
+            queued = await slot.enqueue(WorkItem(job=job, request=request))
+        except StoreError:  # a distributed queue could not store the request: nobody can run it
+            await self.admission.withdraw(job)
+            raise self.unavailable() from None
+        if not queued:
             # shutdown failed the queue while this job was being stored: nobody would run it
             await self.admission.withdraw(job)
             raise self.unavailable("the server is shutting down and accepts no new jobs")
@@ -237,9 +248,18 @@ class JobService:
             raise not_found()
         if job.owner and not hmac.compare_digest(job.owner, asker):
             raise not_found()
-        if self._orphaned(job, now):
+        if self._orphaned(job, now) and await self._abandoned(job):
             job = await self._fail_orphan(job)
         return job
+
+    async def _abandoned(self, job: Job) -> bool:
+        """A job whose lease ran out is lost only if no instance will run it: always with the
+        local queue; with a distributed one, only if it never reached the queue (a job waiting
+        there holds no lease, and one whose instance died is re-delivered by the queue)."""
+        try:
+            return await self.runner.queue.abandoned(job)
+        except StoreError:
+            raise self.unavailable() from None
 
     def _orphaned(self, job: Job, now: float) -> bool:
         return (
@@ -276,6 +296,8 @@ class JobService:
             log.warning("job.orphan_failed", job_id=ended.id, worker=ended.worker, by=by)
             notify(self.pm, "job_finished", job=ended)
 
+        if self.runner.queue.distributed and not await self.runner.queue.abandoned(job):
+            return None  # the queue re-delivers it (XAUTOCLAIM), or fails it once attempts are spent
         outcome = worker_lost_outcome(job)
         now = self.config.clock()
         return await finish_job(self.store, job, outcome, now=now, expect=job.status, on_finished=finished)

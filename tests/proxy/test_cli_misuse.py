@@ -63,6 +63,10 @@ def assert_refused(result: subprocess.CompletedProcess[str], *parts: str) -> Non
         ),
         (["--store-option", "max_bytes=lots"], ["--store-option", "max_bytes: not a size"]),
         (["--metrics", "maybe"], ["--metrics", "not a yes/no value"]),
+        (["--queue", "kafka"], ["--queue: unknown queue 'kafka'", "registered: local"]),
+        (["--max-attempts", "0"], ["--max-attempts", "1 or more"]),
+        (["--max-attempts-by-type", "transcription"], ["--max-attempts-by-type", "expected TYPE=N"]),
+        (["--max-queued-body-bytes", "0"], ["--max-queued-body-bytes", "1 or more"]),
     ],
 )
 def test_serve_misuse_is_one_line_and_exit_2(argv: list[str], parts: list[str]) -> None:
@@ -120,3 +124,14 @@ def test_help_shows_the_metrics_default_as_on_or_off() -> None:
     result = run_cli("serve", "--help")
     assert result.returncode == 0
     assert "[default: off;" in " ".join(result.stdout.split()), result.stdout
+
+
+def test_distributed_queue_misuse_is_refused_before_start(tmp_path: Path) -> None:
+    """``--queue redis`` needs a shared store and an encryption key, refused in one line each
+    (the key's message says how to make one), before any server starts."""
+    pytest.importorskip("bifrost_async_redis")
+    assert_refused(
+        run_cli("serve", "--upstream", NOWHERE, "--queue", "redis"), "--queue", "needs a shared store"
+    )
+    result = run_cli("serve", "--upstream", NOWHERE, "--store", "redis", "--queue", "redis")
+    assert_refused(result, "--queue", "BIFROST_ASYNC_ENCRYPTION_KEY", "bifrost-async keygen")

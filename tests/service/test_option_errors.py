@@ -33,6 +33,16 @@ def app(scope: Any, receive: Any, send: Any) -> None:
             r"^route_overrides: unknown request type 'transcriptions'; request types: .*transcription",
         ),
         ({"store": "mongo"}, ValueError, r"^store: unknown store 'mongo'; registered: memory"),
+        ({"queue": "kafka"}, ValueError, r"^queue: unknown queue 'kafka'; registered: local"),
+        ({"queue": ""}, ValueError, r"^queue: must be a non-empty string"),
+        ({"max_attempts": 0}, ValueError, r"^max_attempts: must be positive, got 0$"),
+        (
+            {"max_attempts_by_type": {"nope": 1}},
+            ValueError,
+            r"^max_attempts_by_type: unknown request type 'nope'",
+        ),
+        ({"max_attempts_by_type": {"embedding": 0}}, ValueError, r"^max_attempts_by_type: embedding: want"),
+        ({"max_attempts_by_type": "embedding"}, ValueError, r"^max_attempts_by_type: expected TYPE=N"),
         (
             {"store_options": {"colour": "blue"}},
             ValueError,

@@ -8,10 +8,14 @@ every process pointed at the same Redis. It uses only the public plugin hooks an
 
 from __future__ import annotations
 
+import os
+
 from bifrost_async import hookimpl
+from bifrost_async.queue import ENCRYPTION_KEY_ENV, Keyring, QueueContext, RegisterQueue
 from bifrost_async.store import RegisterStore, StoreContext
 
 from .options import RedisStoreOptions
+from .queue import RedisWorkQueue
 from .store import RedisJobStore
 
 __version__ = "0.1.0"
@@ -39,4 +43,33 @@ def register_stores(register: RegisterStore) -> None:
     register("redis", redis_store, shared=True)
 
 
-__all__ = ["RedisJobStore", "RedisStoreOptions", "redis_store"]
+def redis_queue(context: QueueContext) -> RedisWorkQueue | None:
+    """Factory of the ``redis`` queue: a Redis Stream on the ``redis`` store's own Redis, prefix
+    and connection pool (so it needs ``store="redis"``), with the replay headers sealed by the
+    operator's keys (``encryption_key``, else ``$BIFROST_ASYNC_ENCRYPTION_KEY``), without which
+    it refuses to start. Called with no store (options are being checked): checks the key only."""
+    raw = context.config.encryption_key
+    keyring = Keyring.parse(raw) if raw else Keyring.from_environ()
+    if keyring is None:
+        raise ValueError(
+            f"the redis queue stores replay headers sealed: set {ENCRYPTION_KEY_ENV} "
+            "(make a key with `bifrost-async keygen`)"
+        )
+    directory = context.config.request_dir
+    if directory and not os.path.isdir(directory):
+        raise ValueError(f"the request directory {directory!r} does not exist")
+    if context.store is None:
+        return None
+    if not isinstance(context.store, RedisJobStore):
+        raise ValueError("the redis queue needs the redis store (store 'redis')")
+    return RedisWorkQueue(context, keyring=keyring, store=context.store)
+
+
+@hookimpl
+def register_queues(register: RegisterQueue) -> None:
+    """Register the queue ``redis`` (the ``register_queues`` hook), shared: every instance on the
+    same Redis and prefix takes work from one stream (see :mod:`bifrost_async_redis.queue`)."""
+    register("redis", redis_queue, shared=True)
+
+
+__all__ = ["RedisJobStore", "RedisStoreOptions", "RedisWorkQueue", "redis_queue", "redis_store"]
