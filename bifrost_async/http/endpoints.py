@@ -13,6 +13,7 @@ answer: the branches below only differ when the client asked.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from bifrost_async.core.errors import AsyncJobError, not_found
@@ -21,6 +22,7 @@ from bifrost_async.core.response import rebuild_raw
 from bifrost_async.http.extensions import JobExtensions
 from bifrost_async.http.header_async import HeaderAsync
 from bifrost_async.http.openapi import openapi_document
+from bifrost_async.http.poll_answers import PollAnswers, send_answer
 from bifrost_async.http.respond import send_bytes, send_json
 from bifrost_async.service.config import AsyncJobsConfig
 from bifrost_async.service.idempotency import IdempotentReplay
@@ -46,6 +48,8 @@ class JobEndpoints:
         self.config = config
         self._service: JobService | None = None
         self._ext: JobExtensions | None = None
+        #: Each job's poll answer, encoded once per status (:mod:`bifrost_async.http.poll_answers`).
+        self.answers = PollAnswers()
 
     def bind(self, service: JobService) -> None:
         """Answer with ``service`` from now on (called once the store and runner have started)."""
@@ -80,7 +84,12 @@ class JobEndpoints:
         await self._submit(match.spec, match.prefer, scope, receive, send, respond_async=True)
 
     async def poll(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await self.send_job(await self._polled(match, scope, receive), send)
+        """The contract's poll. The service checks every poll (owner, type, expiry) on the job
+        as stored now; the answer's bytes come from :attr:`answers` when the job's status has not
+        changed since it was last encoded."""
+        job = await self._polled(match, scope, receive)
+        now = asyncio.get_running_loop().time()
+        await send_answer(send, *self.answers.answer(job, self.config.retry_after, now))
 
     async def result(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``GET .../{id}/result``: the endpoint's own response once the job has ended."""
@@ -94,6 +103,7 @@ class JobEndpoints:
         assert match.spec is not None and match.job_id is not None
         cancelled = await self.ext.cancel_or_delete(match.spec, match.job_id, scope)
         if cancelled is None:
+            self.answers.forget(match.job_id)
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
         else:
