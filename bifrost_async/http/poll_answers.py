@@ -1,4 +1,4 @@
-"""Cheap polls: each job's answer encoded once per state.
+"""Cheap polls: each job's answer encoded once per state, and pacing of polls that come early.
 
 A poll of an unchanged job used to rebuild and re-encode the same JSON every time (``to_public``,
 three RFC 3339 timestamps, ``json.dumps``: ~20-100 µs, more than the store read), and a client
@@ -6,13 +6,19 @@ polling every few milliseconds made the server answer the same 202 hundreds of t
 job waited behind those very polls at every event-loop hop (bench/NOTES.md, "Poll storms").
 
 :class:`PollAnswers` keeps, per job id, the last answer's bytes and headers keyed by the job's
-status, and when that answer was given (loop clock). It never decides *whether* a poll may be answered: the
+status, and when that answer was given. It never decides *whether* a poll may be answered: the
 service's poll (owner check, type, expiry, orphan check) runs for every poll, on the job as the
 store has it now, and only then is the answer looked up. The key is sound because a job's
 public body is a function of its id and status alone: ``id``, ``request_id`` and ``created_at``
 never change, a job's status only moves forward, and a terminal record is never rewritten (the
 store contract's ``may_move``), so ``completed_at``, ``expires_at``, ``status_code``, ``result``
 and ``error`` are fixed once the status is terminal. A status change is a cache miss.
+
+Pacing (``AsyncJobsConfig.poll_pacing``): a poll of an unfinished job that arrives sooner than
+``poll_pacing`` seconds after the job's previous answer (its submit or poll) is held until the job
+ends, or is deleted, or the interval has passed, then answered from the store as it is then.
+Clients that honour ``Retry-After`` never wait; a client polling every few milliseconds gets one
+answer per interval, at once when its job ends: polls per job stay near one under a poll storm.
 
 The table is bounded (entries and bytes, least recently used out first) and per process; an
 answer larger than :data:`MAX_ANSWER_BYTES` is not kept (it is encoded per poll, as before).
@@ -84,6 +90,20 @@ class PollAnswers:
     def bytes_held(self) -> int:
         return self._bytes
 
+    def last_answered(self, job_id: str) -> float | None:
+        """When (loop clock) this job was last answered, if this process remembers it."""
+        answer = self._answers.get(job_id)
+        return answer.answered_at if answer is not None else None
+
+    def answered(self, job_id: str, now: float) -> None:
+        """Note that ``job_id`` was answered at ``now`` (a submit's 202), without keeping a body."""
+        answer = self._answers.get(job_id)
+        if answer is not None:
+            answer.answered_at = now
+            self._answers.move_to_end(job_id)
+        else:
+            self._put(job_id, Answer(JobStatus.PENDING, 0, [], b"", now))
+
     def answer(self, job: Job, retry_after: int, now: float) -> tuple[int, RawHeaders, bytes]:
         """The answer for ``job`` as the store has it now: the kept one when it was made for the
         same status, else a fresh encoding (kept when small enough). Marks the job answered."""
@@ -95,6 +115,8 @@ class PollAnswers:
         code, headers, body = encode_answer(job, retry_after)
         if len(body) <= self.max_answer:
             self._put(job.id, Answer(job.status, code, headers, body, now))
+        else:
+            self._put(job.id, Answer(job.status, 0, [], b"", now))  # remember the time only
         return code, headers, body
 
     def forget(self, job_id: str) -> None:

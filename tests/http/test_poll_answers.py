@@ -1,5 +1,6 @@
 """Cheap polls (bifrost_async.http.poll_answers) through a real uvicorn server: an answer kept
-from an earlier poll is never served once the job changed, expired, or to another owner.
+from an earlier poll is never served once the job changed, expired, or to another owner; an
+early poll is held (``poll_pacing``) only until its job ends or is cancelled.
 
 Every wait is on an event or a hook with a bounded deadline; nothing here is timed."""
 
@@ -27,7 +28,25 @@ def gated() -> dict[str, Any]:
 
 @pytest.fixture
 async def stack(serve: Any) -> Any:
-    return await build_stack(serve, concurrency=1)
+    """Polls answered at once (no pacing), so a poll of a running job shows it running."""
+    return await build_stack(serve, concurrency=1, poll_pacing=0)
+
+
+@pytest.fixture
+async def paced(serve: Any) -> Any:
+    """Early polls held far longer than any test waits: only the job's end answers them."""
+    return await build_stack(serve, concurrency=1, poll_pacing=300)
+
+
+async def held(stack: Any, http: httpx.AsyncClient, url: str) -> asyncio.Task[httpx.Response]:
+    """A poll of ``url`` that the server holds: parked on the job in the memory store."""
+    parked = len(stack.middleware.store._waiters)
+    poll = asyncio.create_task(http.get(url, headers=ALICE))
+    async with asyncio.timeout(10):
+        while len(stack.middleware.store._waiters) <= parked:  # noqa: ASYNC110 - no event to await
+            await asyncio.sleep(0.01)
+    assert not poll.done()
+    return poll
 
 
 async def running(stack: Any, http: httpx.AsyncClient) -> str:
@@ -97,6 +116,25 @@ async def test_a_cancel_is_visible_at_once(stack: Any, http: httpx.AsyncClient) 
     assert url.rsplit("/", 1)[1] not in stack.middleware.endpoints.answers._answers
 
 
+async def test_an_early_poll_is_held_until_the_job_ends(paced: Any, http: httpx.AsyncClient) -> None:
+    url = await running(paced, http)  # its submit was answered just now: the next poll is early
+    poll = await held(paced, http, url)
+    paced.app.state.gate.opened.set()
+    answer = await asyncio.wait_for(poll, 10)  # far below the 300 s of pacing: woken by the end
+    assert answer.status_code == 200 and answer.json()["status"] == "completed"
+    again = await asyncio.wait_for(http.get(url, headers=ALICE), 10)  # early, but an ended job
+    assert again.status_code == 200 and again.content == answer.content  # is never held
+    assert (await http.get(url, headers=BOB)).status_code == 404  # the owner check still runs
+
+
+async def test_a_held_poll_sees_a_cancel_at_once(paced: Any, http: httpx.AsyncClient) -> None:
+    url = await running(paced, http)
+    poll = await held(paced, http, url)
+    assert (await http.delete(url, headers=ALICE)).status_code == 200
+    answer = await asyncio.wait_for(poll, 10)
+    assert answer.status_code == 200 and answer.json()["error"]["type"] == "cancelled"
+
+
 def job(number: int, status: JobStatus = JobStatus.PENDING, result: Any = None) -> Job:
     done = status.terminal
     return Job(
@@ -121,7 +159,7 @@ def test_the_table_is_bounded_by_entries_and_bytes() -> None:
     big = job(9, JobStatus.COMPLETED, "x" * 3_000)
     code, _, body = answers.answer(big, 1, 0.0)
     assert code == 200 and len(body) > 3_000  # answered, but too big to keep
-    assert big.id not in answers._answers
+    assert answers._answers[big.id].body == b""  # only when it was answered (for pacing)
     fits = [job(20 + n, JobStatus.COMPLETED, "y" * 1_500) for n in range(8)]
     for each in fits:
         answers.answer(each, 1, 0.0)
