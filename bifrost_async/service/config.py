@@ -114,7 +114,9 @@ class AsyncJobsConfig:
     #: previous answer (its submit or poll, in this process) is held until the job ends or the
     #: interval has passed, then answered: a client polling every few milliseconds gets one
     #: answer per interval (at once when its job ends) instead of starving the jobs it waits
-    #: for. Clients that honour ``Retry-After`` never wait. 0 answers every poll at once.
+    #: for. Clients that honour ``Retry-After`` never wait. 0 answers every poll at once. A held
+    #: poll is not watched for its client leaving (that would cost two tasks per poll, as
+    #: long-poll does), so keep this short: about ``retry_after``.
     poll_pacing: float = 1.0
     #: Secret for the owner digest (HMAC-SHA256); without it a plain SHA-256 is used. Must be the
     #: same on every process that shares a store.
