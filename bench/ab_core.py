@@ -52,8 +52,11 @@ def main() -> int:
     parser.add_argument("new", type=Path)
     parser.add_argument("old", type=Path)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="clients polling at once (64: the poll storm)"
+    )
     args = parser.parse_args()
-    settings = Settings(rounds=args.rounds)
+    settings = Settings(rounds=args.rounds, concurrency=args.concurrency)
     load = LoadGen()
     new, old = server_from(args.new), server_from(args.old)
     with started(new, old, load):
@@ -62,8 +65,11 @@ def main() -> int:
             lambda: measure([new], lambda: load.run(**jobs_spec(settings, [new.port])), load),
             lambda: measure([old], lambda: load.run(**jobs_spec(settings, [old.port])), load),
         )
-    print(f"new: {median(a, 'rate'):.0f} jobs/s, {cpu_per_job(a):.0f} µs server CPU/job")
-    print(f"old: {median(b, 'rate'):.0f} jobs/s, {cpu_per_job(b):.0f} µs server CPU/job")
+    for name, r in (("new", a), ("old", b)):
+        print(
+            f"{name}: {median(r, 'rate'):.0f} jobs/s, {cpu_per_job(r):.0f} µs server CPU/job, "
+            f"{median(r, 'polls_per_job'):.2g} polls/job, p50 {median(r, 'p50_ms'):.1f} ms"
+        )
     rate, cpu = safe_ratio(median(a, "rate"), median(b, "rate")), safe_ratio(cpu_per_job(a), cpu_per_job(b))
     print(f"new/old: jobs/s {rate:.3f}, CPU/job {cpu:.3f}")
     return 0

@@ -17,7 +17,6 @@ from .harness import (
     Row,
     Server,
     Settings,
-    alternate,
     alternate_many,
     fmt,
     jobs_spec,
@@ -57,8 +56,12 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
         if long_poll_supported():
             arms["long"] = leg(jobs_spec(settings, ports) | {"long_poll": LONG_POLL})
             arms["prefer"] = leg(jobs_spec(settings, ports) | {"long_poll": LONG_POLL, "prefer_wait": True})
+        # the poll storm (issue 16): 4x the clients, same poll cap, in the same rotation as the
+        # 16-client arm so that its ratio to it is measured side by side
+        arms["storm"] = leg(jobs_spec(busy, ports))
         results = alternate_many(settings.rounds, arms)
-        ba, bb = alternate(busy.rounds, leg(jobs_spec(busy, ports)), leg(sync_spec(busy, ports)))
+        bb = [leg(sync_spec(busy, ports))() for _ in range(busy.rounds)]
+        ba = results["storm"]
     a, b = results["poll"], results["sync"]
     cpu_a, cpu_b = cpu_per_op(a), cpu_per_op(b)
     busy_ratio = safe_ratio(median(ba, "rate"), median(bb, "rate"))
@@ -113,6 +116,21 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
                     f"{fmt(cpu_per_op(r), 'µs')} server CPU/job",
                 )
             )
+    storm_ratio = safe_ratio(median(ba, "rate"), median(a, "rate"))
+    rows.append(
+        Row(
+            NAME,
+            f"poll storm: jobs/s, {busy.concurrency} clients polling every ≤{cap_ms:g} ms vs "
+            f"{settings.concurrency} clients",
+            fmt(median(ba, "rate"), "jobs/s"),
+            fmt(median(a, "rate"), "jobs/s"),
+            storm_ratio,
+            "≥ 0.5",
+            storm_ratio >= 0.5,
+            f"{median(ba, 'polls_per_job'):.2g} vs {median(a, 'polls_per_job'):.2g} polls/job; "
+            f"p50 {fmt(median(ba, 'p50_ms'), 'ms')} vs {fmt(median(a, 'p50_ms'), 'ms')}",
+        )
+    )
     rows.append(
         Row(
             NAME,

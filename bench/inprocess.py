@@ -2,9 +2,9 @@
 
 Calls the ASGI apps directly in one process (no sockets, no uvicorn): N calls of the trivial
 endpoint on the bare app, then N jobs through the middleware (submit, run by the runner, one poll
-each), and prints microseconds per call and per job. The difference is what the job layer itself
-costs, apart from the extra HTTP requests a job needs. ``--profile`` prints cProfile's top
-functions for the jobs part.
+each), then N polls of one finished job; prints microseconds per call, per job and per poll. The
+difference is what the job layer itself costs, apart from the extra HTTP requests a job needs.
+``--profile`` prints cProfile's top functions for the jobs part.
 """
 
 from __future__ import annotations
@@ -85,6 +85,23 @@ async def jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> float:
     return (time.perf_counter() - began) / n
 
 
+async def polls(mw: AsyncJobsMiddleware, n: int) -> float:
+    """Seconds per poll of one finished job (the answer unchanged): the best of 5 batches of
+    ``n // 5`` polls, since single batches swing with the machine's other load."""
+    _, headers, _ = await call(mw, "POST", "/v1/async/embeddings")
+    assert mw.runner is not None
+    while mw.runner.queued or mw.runner.running:  # noqa: ASYNC110 - the runner has no event to await
+        await asyncio.sleep(0)
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        for _ in range(max(1, n // 5)):
+            status, _, _ = await call(mw, "GET", headers["location"])
+            assert status == 200
+        best = min(best, (time.perf_counter() - began) / max(1, n // 5))
+    return best
+
+
 async def main(n: int, profile: bool) -> None:
     configure_logging(level="warning", format="json")
     app = bare()
@@ -99,9 +116,11 @@ async def main(n: int, profile: bool) -> None:
     per_job = await jobs(mw, n)
     if profiler:
         profiler.disable()
+    per_poll = await polls(mw, n)
     await mw.shutdown()
     print(f"sync call of the endpoint, in-process: {per_call * 1e6:.0f} µs")
     print(f"job (submit + run + one poll), in-process: {per_job * 1e6:.0f} µs ({per_job / per_call:.1f}x)")
+    print(f"poll of a finished job, in-process: {per_poll * 1e6:.1f} µs")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 

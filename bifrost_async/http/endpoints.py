@@ -13,14 +13,17 @@ answer: the branches below only differ when the client asked.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from bifrost_async.core.errors import AsyncJobError, not_found
 from bifrost_async.core.jobs import Job
 from bifrost_async.core.response import rebuild_raw
+from bifrost_async.core.store import StoreError
 from bifrost_async.http.extensions import JobExtensions
 from bifrost_async.http.header_async import HeaderAsync
 from bifrost_async.http.openapi import openapi_document
+from bifrost_async.http.poll_answers import PollAnswers, send_answer
 from bifrost_async.http.respond import send_bytes, send_json
 from bifrost_async.service.config import AsyncJobsConfig
 from bifrost_async.service.idempotency import IdempotentReplay
@@ -46,6 +49,9 @@ class JobEndpoints:
         self.config = config
         self._service: JobService | None = None
         self._ext: JobExtensions | None = None
+        #: Each job's poll answer, encoded once per status, and when it was last given
+        #: (:mod:`bifrost_async.http.poll_answers`).
+        self.answers = PollAnswers()
 
     def bind(self, service: JobService) -> None:
         """Answer with ``service`` from now on (called once the store and runner have started)."""
@@ -80,7 +86,19 @@ class JobEndpoints:
         await self._submit(match.spec, match.prefer, scope, receive, send, respond_async=True)
 
     async def poll(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await self.send_job(await self._polled(match, scope, receive), send)
+        """The contract's poll. The service checks every poll (owner, type, expiry) on the job
+        as stored now; the answer's bytes come from :attr:`answers` when the job's status has not
+        changed since it was last encoded, and an early poll of an unfinished job is paced
+        (``AsyncJobsConfig.poll_pacing``) unless it asked for a long-poll itself."""
+        assert match.spec is not None and match.job_id is not None
+        seconds = wait_seconds(scope, self.config.max_wait_seconds)
+        job = await self.service.poll(match.spec, match.job_id, scope)
+        if seconds > 0:
+            job = await self.ext.wait(job, seconds, receive)
+        elif not job.status.terminal and self.config.poll_pacing > 0:
+            job = await self._paced(job)
+        now = asyncio.get_running_loop().time()
+        await send_answer(send, *self.answers.answer(job, self.config.retry_after, now))
 
     async def result(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``GET .../{id}/result``: the endpoint's own response once the job has ended."""
@@ -94,6 +112,7 @@ class JobEndpoints:
         assert match.spec is not None and match.job_id is not None
         cancelled = await self.ext.cancel_or_delete(match.spec, match.job_id, scope)
         if cancelled is None:
+            self.answers.forget(match.job_id)
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
         else:
@@ -133,6 +152,24 @@ class JobEndpoints:
 
     # -- answers -----------------------------------------------------------------------------------
 
+    async def _paced(self, job: Job) -> Job:
+        """Hold a poll of unfinished ``job`` that came less than ``poll_pacing`` seconds after its
+        previous answer until the job ends (or is deleted) or that interval has passed; the job
+        as the store has it then. A deleted or expired job is the one 404."""
+        last = self.answers.last_answered(job.id)
+        if last is None:
+            return job
+        remaining = last + self.config.poll_pacing - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return job
+        try:
+            waited = await self.service.store.wait(job.id, remaining)
+        except StoreError:
+            raise self.service.unavailable() from None
+        if waited is None:
+            raise not_found()
+        return waited
+
     async def _polled(self, match: Match, scope: dict[str, Any], receive: Any) -> Job:
         assert match.spec is not None and match.job_id is not None
         seconds = wait_seconds(scope, self.config.max_wait_seconds)
@@ -164,6 +201,8 @@ class JobEndpoints:
         if respond_async:
             headers["Preference-Applied"] = "respond-async"
         await self.send_job(job, send, headers)
+        if not job.status.terminal:  # the first poll is paced from this answer
+            self.answers.answered(job.id, asyncio.get_running_loop().time())
 
     async def send_job(self, job: Job, send: Any, headers: dict[str, str] | None = None) -> None:
         """The job JSON: 200 once it has ended, else 202 with ``Retry-After``."""

@@ -179,6 +179,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", float, 30.0, "seconds running jobs get at shutdown", _JOBS, "middleware", "S"),
     Option("max_wait_seconds", float, 30.0, "longest long-poll (?wait=N, Prefer: wait=N); 0 turns it off",
            _JOBS, "middleware", "S"),
+    Option("poll_pacing", float, 1.0, "a poll of an unfinished job sooner than this many seconds after "
+           "its previous answer is held until the job ends or the interval passes; 0: answer at once",
+           _JOBS, "middleware", "S"),
     Option("prefix", str, "/v1/async", "where the async routes live", _JOBS, "middleware", "PATH"),
     Option("owner_secret", str, None, "HMAC key for job owner digests (prefer the env var)", _JOBS,
            "middleware", "SECRET"),
@@ -225,6 +228,7 @@ BOUNDS: dict[str, Range] = {
     "lease_seconds": POSITIVE,
     "shutdown_grace": NOT_NEGATIVE,
     "max_wait_seconds": NOT_NEGATIVE,
+    "poll_pacing": NOT_NEGATIVE,
 }
 
 

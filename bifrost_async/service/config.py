@@ -56,7 +56,7 @@ _INTEGERS = (
     "max_attempts",
     "max_queued_body_bytes",
 )
-_NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds")
+_NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds", "poll_pacing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +149,14 @@ class AsyncJobsConfig:
     #: Longest long-poll (``?wait=N``, ``Prefer: wait=N``) in seconds; longer asks are capped to
     #: it, 0 turns long-polling off (answers come at once, as without the extension).
     max_wait_seconds: float = 30.0
+    #: A poll of an unfinished job that comes sooner than this many seconds after the job's
+    #: previous answer (its submit or poll, in this process) is held until the job ends or the
+    #: interval has passed, then answered: a client polling every few milliseconds gets one
+    #: answer per interval (at once when its job ends) instead of starving the jobs it waits
+    #: for. Clients that honour ``Retry-After`` never wait. 0 answers every poll at once. A held
+    #: poll is not watched for its client leaving (that would cost two tasks per poll, as
+    #: long-poll does), so keep this short: about ``retry_after``.
+    poll_pacing: float = 1.0
     #: Secret for the owner digest (HMAC-SHA256); without it a plain SHA-256 is used. Must be the
     #: same on every process that shares a store.
     owner_secret: str | None = None
@@ -190,7 +198,7 @@ class AsyncJobsConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise OptionError(name, f"must be positive, got {getattr(self, name)!r}")
-        for name in ("spool_memory_bytes", "shutdown_grace", "max_wait_seconds"):
+        for name in ("spool_memory_bytes", "shutdown_grace", "max_wait_seconds", "poll_pacing"):
             if getattr(self, name) < 0:
                 raise OptionError(name, f"must not be negative, got {getattr(self, name)!r}")
         for name in ("owner_max_jobs", "owner_queue_size"):

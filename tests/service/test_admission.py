@@ -186,7 +186,9 @@ async def test_a_submit_stored_after_shutdown_drained_is_not_left_pending(
 
 
 async def test_a_large_submit_does_not_stall_a_concurrent_poll(serve: Any, http: httpx.AsyncClient) -> None:
-    stack = await build_stack(serve, concurrency=1)
+    # poll_pacing off: every poll is answered at once, so its time is the event loop's stall only
+    # (paced, each of these back-to-back polls would be held up to a second by design)
+    stack = await build_stack(serve, concurrency=1, poll_pacing=0)
     held = await stack.submit(http, "embeddings", json=GATED)  # keeps the big job queued, unparsed
     await stack.app.state.gate.arrived.wait()
     poll_url = f"{stack.url}/v1/async/embeddings/{held.json()['id']}"

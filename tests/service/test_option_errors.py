@@ -26,6 +26,8 @@ def app(scope: Any, receive: Any, send: Any) -> None:
         ({"concurrency": "8"}, ValueError, r"^concurrency: must be a whole number, got '8'$"),
         ({"concurrency": True}, ValueError, r"^concurrency: must be a whole number"),
         ({"job_timeout": float("nan")}, ValueError, r"^job_timeout: must be a finite number"),
+        ({"poll_pacing": -1}, ValueError, r"^poll_pacing: must not be negative, got -1$"),
+        ({"poll_pacing": "1"}, ValueError, r"^poll_pacing: must be a number of seconds"),
         ({"default_ttl": 10, "max_ttl": 5}, ValueError, r"^default_ttl: 10 must not exceed max_ttl \(5\)$"),
         (
             {"route_overrides": {"transcriptions": "/api/transcribe"}},
