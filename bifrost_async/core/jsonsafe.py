@@ -31,7 +31,8 @@ def _orjson_dumps() -> Callable[[Any], bytes] | None:
         import orjson
     except ImportError:  # pragma: no cover - where orjson is not installed
         return None
-    return orjson.dumps
+    dumps: Callable[[Any], bytes] = orjson.dumps  # typed whether or not orjson is installed
+    return dumps
 
 
 #: The fast encoder :func:`dumps` tries first (orjson's, or ``None``); tests set it to compare.
