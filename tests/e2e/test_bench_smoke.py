@@ -47,7 +47,7 @@ def test_smoke_run_prints_every_benchmark() -> None:
     has_redis = shutil.which("redis-server") is not None
     optional = {
         "redis": has_redis and importlib.util.find_spec("bifrost_async_redis") is not None,
-        "arq": has_redis and all(importlib.util.find_spec(m) for m in ("arq", "bifrost_async_redis")),
+        "arq": has_redis and all(importlib.util.find_spec(m) for m in ("arq", "saq", "bifrost_async_redis")),
         "sqlite": importlib.util.find_spec("bifrost_async_sqlite") is not None,
         "postgres": importlib.util.find_spec("bifrost_async_postgres") is not None
         and bool(glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")),
