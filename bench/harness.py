@@ -42,12 +42,15 @@ class Settings:
     warmup: float = 0.5
     concurrency: int = 16
     poll_cap: float = 0.005
+    #: Extra ``bifrost-async serve`` arguments for the benchmarks that run the real proxy
+    #: (9 and 10), e.g. ``("--queue", "redis")``; ``run.py --serve-args``.
+    serve_args: tuple[str, ...] = ()
 
     @classmethod
-    def make(cls, smoke: bool) -> Settings:
+    def make(cls, smoke: bool, serve_args: tuple[str, ...] = ()) -> Settings:
         if smoke:
-            return cls(smoke=True, rounds=1, duration=0.3, warmup=0.1, concurrency=4)
-        return cls()
+            return cls(smoke=True, rounds=1, duration=0.3, warmup=0.1, concurrency=4, serve_args=serve_args)
+        return cls(serve_args=serve_args)
 
 
 @dataclasses.dataclass
