@@ -10,13 +10,17 @@ sees it ``completed`` (so it includes up to one poll interval); the note gives e
 the jobs ended and how many times the upstream saw each (2: the re-run).
 
 Without the distributed queue (``bifrost-async serve --help`` does not mention ``--queue``) this
-is skipped: today such a job fails as "worker lost" once its lease runs out.
+is skipped: today such a job fails as "worker lost" once its lease runs out, which
+``python -m bench.b10_redelivery --baseline`` measures the same way.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +30,7 @@ from typing import Any
 from .apps import HOLD_MODEL
 from .harness import LoadGen, RedisServer, Row, Running, Server, Settings, Skip, fmt
 from .instances import Instance, require_queue, wants_queue
+from .report import text_table
 
 NAME = "redelivery"
 TITLE = "10. SIGKILL to re-delivered completion"
@@ -106,6 +111,11 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
         else (*settings.serve_args, "--queue", "redis")
     )
     leases, trials = (SMOKE_LEASES, 1) if settings.smoke else (LEASES, TRIALS)
+    return measure_leases(extra, leases, trials)
+
+
+def measure_leases(extra: tuple[str, ...], leases: tuple[float, ...], trials: int) -> list[Row]:
+    """One row per lease, each of ``trials`` kills, the instances started with ``extra``."""
     rows: list[Row] = []
     with Running() as running:
         redis = running.up(RedisServer())
@@ -118,11 +128,12 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
                     instances = [pair.up(Instance(upstream.port, redis.url, args)) for _ in range(2)]
                     results.append(trial(upstream, instances, lease))
             completed = [r["seconds"] for r in results if r["status"] == "completed"]
+            label = "serve " + " ".join(extra) if wants_queue(extra) else "local queue: no re-delivery"
             ends = ", ".join(f"{r['seconds']:.2f} s {r['status']} ({r['runs']} runs)" for r in results)
             rows.append(
                 Row(
                     NAME,
-                    f"seconds from SIGKILL to the re-delivered job's completion, lease {lease:g} s",
+                    f"seconds from SIGKILL to the re-delivered job's completion, lease {lease:g} s ({label})",
                     fmt(statistics.median(completed), "s") if completed else "none completed",
                     goal="(report)",
                     note=f"{len(completed)}/{len(results)} completed; trials: {ends}; 2 instances, "
@@ -132,3 +143,37 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
     if not rows:
         raise Skip("no lease measured")
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.b10_redelivery [--baseline]``: benchmark 10 alone, full size. With
+    ``--baseline``, the same trials with today's local queue (no ``--queue``): the job is not
+    re-delivered but fails as "worker lost" once its lease runs out, and the time to that end is
+    what the distributed queue is measured against."""
+    parser = argparse.ArgumentParser(description="benchmark 10 alone (see the module docstring)")
+    parser.add_argument("--baseline", action="store_true", help="run with the local queue (no --queue)")
+    parser.add_argument(
+        "--serve-args", default="", metavar="ARGS", help="extra serve arguments, shell-quoted"
+    )
+    parser.add_argument("--trials", type=int, default=TRIALS, help=f"kills per lease [default: {TRIALS}]")
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error("--trials: must be at least 1")
+    try:
+        extra = tuple(shlex.split(args.serve_args))
+    except ValueError as exc:
+        parser.error(f"--serve-args: {exc}")
+    try:
+        if not args.baseline:
+            require_queue()
+            extra = extra if wants_queue(extra) else (*extra, "--queue", "redis")
+        rows = measure_leases(extra, LEASES, args.trials)
+    except Skip as exc:
+        print(f"skipped: {exc}")
+        return 0
+    print(text_table(rows, {}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
