@@ -7,6 +7,8 @@ generator and the same poll cap, at ``settings.concurrency`` clients and four ti
 - ``redis``: the same with the Redis store;
 - ``redis2``: the Redis store on two processes (submit on one, poll on the other), as many
   processes as the alternatives' web + worker;
+- ``redis_lp``: ``redis`` with long-poll (``GET ...?wait=10``, no sleep between polls), our
+  extension a client may use; arq's and saq's status endpoints have nothing like it;
 - ``arq``: ``bench/arq_side.py``, ``POST /enqueue`` (uvicorn) → arq worker (its own process) →
   ``GET /status/{id}``;
 - ``saq``: ``bench/saq_side.py``, the same shape with a saq worker.
@@ -50,7 +52,10 @@ OURS = {
     "memory": "ours (memory store; 1 process)",
     "redis": "ours (Redis store; 1 process)",
     "redis2": "ours (Redis store; 2 processes)",
+    "redis_lp": "ours (Redis store; 1 process; long-poll)",
 }
+#: Seconds each poll of the long-poll arm asks the server to hold it (``?wait=N``).
+LONG_POLL = 10.0
 THEIRS = {"arq": "Starlette + arq worker", "saq": "Starlette + saq worker"}
 
 
@@ -79,12 +84,13 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
         saq_worker = up(Process([sys.executable, str(ROOT / "bench" / "saq_side.py")], worker_env))
         saq_web = up(Server("bench.saq_side:web", BENCH_REDIS_URL=redis.url))
         jobs = "/v1/async/embeddings"
-        arms: dict[str, tuple[list[Process], list[int], str]] = {
-            "memory": ([memory], [memory.port], jobs),
-            "redis": ([ours], [ours.port], jobs),
-            "redis2": ([ours, second], [ours.port, second.port], jobs),
-            "arq": ([arq_web, arq_worker], [arq_web.port], "/enqueue"),
-            "saq": ([saq_web, saq_worker], [saq_web.port], "/enqueue"),
+        arms: dict[str, tuple[list[Process], list[int], str, float]] = {
+            "memory": ([memory], [memory.port], jobs, 0),
+            "redis": ([ours], [ours.port], jobs, 0),
+            "redis2": ([ours, second], [ours.port, second.port], jobs, 0),
+            "redis_lp": ([ours], [ours.port], jobs, LONG_POLL),
+            "arq": ([arq_web, arq_worker], [arq_web.port], "/enqueue", 0),
+            "saq": ([saq_web, saq_worker], [saq_web.port], "/enqueue", 0),
         }
         for concurrency in (settings.concurrency, settings.concurrency * 4):
             sized = dataclasses.replace(settings, concurrency=concurrency)
@@ -94,9 +100,16 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
 
 
 def _leg(
-    load: LoadGen, settings: Settings, redis: RedisServer, procs: list[Process], ports: list[int], path: str
+    load: LoadGen,
+    settings: Settings,
+    redis: RedisServer,
+    procs: list[Process],
+    ports: list[int],
+    path: str,
+    long_poll: float,
 ) -> Callable[[], dict[str, Any]]:
-    return lambda: measure(procs, lambda: load.run(**jobs_spec(settings, ports, path)), backend=redis)
+    spec = {**jobs_spec(settings, ports, path), "long_poll": long_poll}
+    return lambda: measure(procs, lambda: load.run(**spec), backend=redis)
 
 
 def _rows(results: dict[str, list[dict[str, Any]]], concurrency: int) -> list[Row]:
