@@ -10,9 +10,10 @@ with ``--concurrency 16`` (:data:`BASE_ARGS`). Two ways to send the load:
   the distributed queue's point: with today's local queue only the first instance runs jobs
   (its neighbours answer polls); with ``--queue redis`` all of them should.
 
-Every arm is measured alternately in the same run (1 instance; 2 and 3 spread; 2 and 3 to one);
-each row is N instances against 1. The split of runs is each instance's share of the jobs it ran
-to ``completed`` during the legs of that arm, from its ``/metrics``.
+Every arm is measured in each round of the same run, with only its own instances up (see
+:func:`measure_variant`); each row is N instances against 1. The split of runs is each
+instance's share of the jobs it ran to ``completed`` during the legs of that arm, from its
+``/metrics``.
 
 By default this runs with the serve arguments given (none: today's local queue); when this core
 has ``--queue`` and the arguments do not name it, the same rows are measured again with
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from collections.abc import Callable
 from typing import Any
 
 from .harness import (
@@ -34,7 +34,6 @@ from .harness import (
     Server,
     Settings,
     Skip,
-    alternate_many,
     fmt,
     jobs_spec,
     measure,
@@ -85,55 +84,62 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
 
 
 def measure_variant(settings: Settings, load: LoadGen, extra: tuple[str, ...]) -> list[Row]:
-    """The rows of one set of serve arguments."""
+    """The rows of one set of serve arguments.
+
+    Only the instances of an arm run while it is measured: with a distributed queue an idle
+    instance takes work too, so "2 instances" must not have a third one up. Each round therefore
+    starts 1, 2, then 3 fresh instances (3, 2, 1 on odd rounds), measures that group's arms at
+    each client count, and stops it (SIGTERM)."""
     label = " ".join(extra) if extra else "local queue"
-    rows: list[Row] = []
+    concurrencies = (settings.concurrency, settings.concurrency * 4)
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    splits: dict[tuple[str, int], list[float]] = {}
     with Running() as running:
         redis = running.up(RedisServer())
         upstream = running.up(Server("bench.apps:bare", ready_path="/ping"))
         args = (*BASE_ARGS, *extra)
-        instances = [running.up(Instance(upstream.port, redis.url, args)) for _ in range(3)]
-        for concurrency in (settings.concurrency, settings.concurrency * 4):
-            sized = dataclasses.replace(settings, concurrency=concurrency)
-            splits: dict[str, list[float]] = {arm: [0.0] * 3 for arm in ARMS}
-
-            def leg(
-                arm: str, sized: Settings = sized, splits: dict[str, list[float]] = splits
-            ) -> Callable[[], dict[str, Any]]:
-                count, submit_first = ARMS[arm]
-                used = instances[:count]
-
-                def action() -> dict[str, Any]:
-                    before = [instance.completed() for instance in instances]
-                    spec = jobs_spec(sized, [instance.port for instance in used])
-                    result = measure(used, lambda: load.run(**spec, submit_first=submit_first), backend=redis)
-                    after = [instance.completed() for instance in instances]
-                    for n in range(3):
-                        splits[arm][n] += after[n] - before[n]
-                    return result
-
-                return action
-
-            results = alternate_many(settings.rounds, {arm: leg(arm) for arm in ARMS})
-            base = results["1"]
-            for arm in ("2 spread", "3 spread", "2 one", "3 one"):
-                count, submit_first = ARMS[arm]
-                a = results[arm]
-                total = sum(splits[arm]) or 1.0
-                split = "/".join(f"{share / total:.0%}" for share in splits[arm][:count])
-                how = "all submits to instance 1, polls on all" if submit_first else "submits spread"
-                rows.append(
-                    Row(
-                        NAME,
-                        f"{count} instances vs 1 ({label}; {how}): jobs/s at {concurrency} clients",
-                        fmt(median(a, "rate"), "jobs/s"),
-                        fmt(median(base, "rate"), "jobs/s"),
-                        safe_ratio(median(a, "rate"), median(base, "rate")),
-                        "(report)",
-                        note=f"runs per instance {split}; instances' CPU {median(a, 'server_cpu'):.0%} vs "
-                        f"{median(base, 'server_cpu'):.0%} of a core, redis-server "
-                        f"{median(a, 'backend_cpu'):.0%}; p50 {fmt(median(a, 'p50_ms'), 'ms')} vs "
-                        f"{fmt(median(base, 'p50_ms'), 'ms')}; errors {sum(r['errors'] for r in a)}",
-                    )
+        for round_ in range(settings.rounds):
+            for count in (1, 2, 3) if round_ % 2 == 0 else (3, 2, 1):
+                with Running() as group:
+                    instances = [group.up(Instance(upstream.port, redis.url, args)) for _ in range(count)]
+                    for concurrency in concurrencies:
+                        sized = dataclasses.replace(settings, concurrency=concurrency)
+                        for arm, (arm_count, submit_first) in ARMS.items():
+                            if arm_count != count:
+                                continue
+                            key = (arm, concurrency)
+                            before = [instance.completed() for instance in instances]
+                            spec = {
+                                **jobs_spec(sized, [i.port for i in instances]),
+                                "submit_first": submit_first,
+                            }
+                            result = measure(instances, lambda spec=spec: load.run(**spec), backend=redis)
+                            after = [instance.completed() for instance in instances]
+                            results.setdefault(key, []).append(result)
+                            share = splits.setdefault(key, [0.0] * count)
+                            for n in range(count):
+                                share[n] += after[n] - before[n]
+    rows: list[Row] = []
+    for concurrency in concurrencies:
+        base = results[("1", concurrency)]
+        for arm in ("2 spread", "3 spread", "2 one", "3 one"):
+            count, submit_first = ARMS[arm]
+            a = results[(arm, concurrency)]
+            total = sum(splits[(arm, concurrency)]) or 1.0
+            split = "/".join(f"{share / total:.0%}" for share in splits[(arm, concurrency)])
+            how = "all submits to instance 1, polls on all" if submit_first else "submits spread"
+            rows.append(
+                Row(
+                    NAME,
+                    f"{count} instances vs 1 ({label}; {how}): jobs/s at {concurrency} clients",
+                    fmt(median(a, "rate"), "jobs/s"),
+                    fmt(median(base, "rate"), "jobs/s"),
+                    safe_ratio(median(a, "rate"), median(base, "rate")),
+                    "(report)",
+                    note=f"runs per instance {split}; instances' CPU {median(a, 'server_cpu'):.0%} vs "
+                    f"{median(base, 'server_cpu'):.0%} of a core, redis-server "
+                    f"{median(a, 'backend_cpu'):.0%}; p50 {fmt(median(a, 'p50_ms'), 'ms')} vs "
+                    f"{fmt(median(base, 'p50_ms'), 'ms')}; errors {sum(r['errors'] for r in a)}",
                 )
+            )
     return rows
