@@ -5,10 +5,13 @@ app itself, everywhere else the app wrapped by :class:`AsyncJobsMiddleware`. A/B
 therefore share the process, the event loop and the warm caches; the only difference is the
 middleware. Its store comes from the environment: ``BENCH_STORE`` (``memory``, ``redis``,
 ``sqlite`` or ``postgres``), ``BENCH_REDIS_URL``, ``BENCH_SQLITE_PATH`` and ``BENCH_POSTGRES_URL``.
+``bare`` is the app alone (the upstream of benchmark 9), ``hold_once`` the same with a request
+that hangs once (the upstream of benchmark 10).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -69,6 +72,44 @@ def bare() -> Starlette:
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+        ]
+    )
+
+
+#: The model that makes :func:`hold_once` hold a request (see there).
+HOLD_MODEL = "bench/hold-once"
+#: How long :func:`hold_once` holds at most (a bound on a forgotten request, not a timing).
+HOLD_SECONDS = 600.0
+
+
+def hold_once() -> Starlette:
+    """The bench upstream with a request that hangs, for benchmark 10 (re-delivery after a kill).
+
+    ``POST /v1/embeddings`` with ``"model": "bench/hold-once"`` is held (never answered, up to
+    :data:`HOLD_SECONDS`) the first time its ``input`` is seen, and answered at once every later
+    time: the first attempt of a job blocks in the instance that runs it; its re-delivery, on
+    another instance, completes. ``GET /arrivals/{input}`` answers how many times that input
+    arrived. Every other model is answered at once, as by :func:`bare`.
+    """
+    arrivals: dict[str, int] = {}
+
+    async def held_embeddings(request: Request) -> Response:
+        body = json.loads(await request.body())
+        if body.get("model") == HOLD_MODEL:
+            key = str(body.get("input"))
+            arrivals[key] = arrivals.get(key, 0) + 1
+            if arrivals[key] == 1:
+                await asyncio.sleep(HOLD_SECONDS)
+        return JSONResponse(embedding_result(str(body.get("model"))))
+
+    async def arrived(request: Request) -> Response:
+        return JSONResponse({"arrivals": arrivals.get(request.path_params["key"], 0)})
+
+    return Starlette(
+        routes=[
+            Route("/ping", ping),
+            Route("/v1/embeddings", held_embeddings, methods=["POST"]),
+            Route("/arrivals/{key}", arrived),
         ]
     )
 

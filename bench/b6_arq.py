@@ -1,15 +1,30 @@
-"""6. Against the usual alternative: a Starlette endpoint enqueueing to an arq worker on Redis.
+"""6. Against the usual alternatives: a Starlette endpoint enqueueing to an arq or a saq worker.
 
-A is our job round trip with the Redis store (one uvicorn process, then two sharing Redis, as
-arq's side runs two processes); B is the same round trip
-through ``bench/arq_side.py``: ``POST /enqueue`` (uvicorn) → arq worker (its own process) →
-``GET /status/{id}``. Same Redis server, same load generator, same poll cap.
+Five arms, all on one ``redis-server``, measured alternately in the same run with the same load
+generator and the same poll cap, at ``settings.concurrency`` clients and four times as many:
+
+- ``memory``: our job round trip, memory store, one uvicorn process;
+- ``redis``: the same with the Redis store;
+- ``redis2``: the Redis store on two processes (submit on one, poll on the other), as many
+  processes as the alternatives' web + worker;
+- ``redis_lp``: ``redis`` with long-poll (``GET ...?wait=10``, no sleep between polls), our
+  extension a client may use; arq's and saq's status endpoints have nothing like it;
+- ``arq``: ``bench/arq_side.py``, ``POST /enqueue`` (uvicorn) → arq worker (its own process) →
+  ``GET /status/{id}``;
+- ``saq``: ``bench/saq_side.py``, the same shape with a saq worker.
+
+Each row compares one of ours to arq or saq. Jobs/s per core is the rate over the CPU the
+serving processes used (web + worker for the alternatives), read from ``/proc``; the Redis
+server's own share is in the notes, since the alternatives lean on it more than we do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from .harness import (
     ROOT,
@@ -17,6 +32,7 @@ from .harness import (
     Process,
     RedisServer,
     Row,
+    Running,
     Server,
     Settings,
     Skip,
@@ -27,67 +43,96 @@ from .harness import (
     measure,
     median,
     safe_ratio,
-    started,
 )
 
 NAME = "arq"
-TITLE = "6. against FastAPI/Starlette + arq"
+TITLE = "6. against Starlette + arq and Starlette + saq"
+
+OURS = {
+    "memory": "ours (memory store; 1 process)",
+    "redis": "ours (Redis store; 1 process)",
+    "redis2": "ours (Redis store; 2 processes)",
+    "redis_lp": "ours (Redis store; 1 process; long-poll)",
+}
+#: Seconds each poll of the long-poll arm asks the server to hold it (``?wait=N``).
+LONG_POLL = 10.0
+THEIRS = {"arq": "Starlette + arq worker", "saq": "Starlette + saq worker"}
+
+
+def per_core(results: list[dict[str, Any]]) -> float:
+    """Median of jobs per CPU-second of the serving processes over the legs."""
+    values = sorted(safe_ratio(r["rate"], r["server_cpu"]) for r in results)
+    return values[len(values) // 2]
 
 
 def run(settings: Settings, load: LoadGen) -> list[Row]:
-    missing = [name for name in ("arq", "bifrost_async_redis") if importlib.util.find_spec(name) is None]
+    needed = ("arq", "saq", "bifrost_async_redis")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise Skip(f"not installed: {', '.join(missing)} (pip install -e '.[bench]' -e plugins/redis)")
-    redis = RedisServer()
-    with started(redis):
-        ours = Server("bench.apps:combined", BENCH_STORE="redis", BENCH_REDIS_URL=redis.url)
-        with started(ours):
-            second = Server("bench.apps:combined", BENCH_STORE="redis", BENCH_REDIS_URL=redis.url)
-            with started(second):
-                worker = Process(
-                    [sys.executable, str(ROOT / "bench" / "arq_side.py")], env_for(BENCH_REDIS_URL=redis.url)
+    rows: list[Row] = []
+    with Running() as running:
+        up = running.up
+        redis = up(RedisServer())
+        store_env = {"BENCH_STORE": "redis", "BENCH_REDIS_URL": redis.url}
+        memory = up(Server("bench.apps:combined"))
+        ours = up(Server("bench.apps:combined", **store_env))
+        second = up(Server("bench.apps:combined", **store_env))
+        worker_env = env_for(BENCH_REDIS_URL=redis.url)
+        arq_worker = up(Process([sys.executable, str(ROOT / "bench" / "arq_side.py")], worker_env))
+        arq_web = up(Server("bench.arq_side:web", BENCH_REDIS_URL=redis.url))
+        saq_worker = up(Process([sys.executable, str(ROOT / "bench" / "saq_side.py")], worker_env))
+        saq_web = up(Server("bench.saq_side:web", BENCH_REDIS_URL=redis.url))
+        jobs = "/v1/async/embeddings"
+        arms: dict[str, tuple[list[Process], list[int], str, float]] = {
+            "memory": ([memory], [memory.port], jobs, 0),
+            "redis": ([ours], [ours.port], jobs, 0),
+            "redis2": ([ours, second], [ours.port, second.port], jobs, 0),
+            "redis_lp": ([ours], [ours.port], jobs, LONG_POLL),
+            "arq": ([arq_web, arq_worker], [arq_web.port], "/enqueue", 0),
+            "saq": ([saq_web, saq_worker], [saq_web.port], "/enqueue", 0),
+        }
+        for concurrency in (settings.concurrency, settings.concurrency * 4):
+            sized = dataclasses.replace(settings, concurrency=concurrency)
+            legs = {name: _leg(load, sized, redis, *arm) for name, arm in arms.items()}
+            rows += _rows(alternate_many(settings.rounds, legs), concurrency)
+    return rows
+
+
+def _leg(
+    load: LoadGen,
+    settings: Settings,
+    redis: RedisServer,
+    procs: list[Process],
+    ports: list[int],
+    path: str,
+    long_poll: float,
+) -> Callable[[], dict[str, Any]]:
+    spec = {**jobs_spec(settings, ports, path), "long_poll": long_poll}
+    return lambda: measure(procs, lambda: load.run(**spec), backend=redis)
+
+
+def _rows(results: dict[str, list[dict[str, Any]]], concurrency: int) -> list[Row]:
+    rows: list[Row] = []
+    for theirs, their_label in THEIRS.items():
+        b = results[theirs]
+        for ours, our_label in OURS.items():
+            a = results[ours]
+            rows.append(
+                Row(
+                    NAME,
+                    f"{our_label} vs {their_label}: jobs/s at {concurrency} clients",
+                    fmt(median(a, "rate"), "jobs/s"),
+                    fmt(median(b, "rate"), "jobs/s"),
+                    safe_ratio(median(a, "rate"), median(b, "rate")),
+                    "> 1",
+                    median(a, "rate") > median(b, "rate"),
+                    note=f"per core {fmt(per_core(a), 'jobs/s')} vs {fmt(per_core(b), 'jobs/s')} "
+                    f"({safe_ratio(per_core(a), per_core(b)):.2f}); servers' CPU "
+                    f"{median(a, 'server_cpu'):.0%} vs {median(b, 'server_cpu'):.0%} of a core, redis-server "
+                    f"{median(a, 'backend_cpu'):.0%} vs {median(b, 'backend_cpu'):.0%}; p50 "
+                    f"{fmt(median(a, 'p50_ms'), 'ms')} vs {fmt(median(b, 'p50_ms'), 'ms')}; "
+                    f"{median(a, 'polls_per_job'):.1f} vs {median(b, 'polls_per_job'):.1f} polls/job",
                 )
-                with started(worker):
-                    web = Server("bench.arq_side:web", BENCH_REDIS_URL=redis.url)
-                    with started(web):
-                        pair = [ours, second]
-                        results = alternate_many(
-                            settings.rounds,
-                            {
-                                "ours": lambda: measure(
-                                    [ours], lambda: load.run(**jobs_spec(settings, [ours.port]))
-                                ),
-                                "arq": lambda: measure(
-                                    [web, worker],
-                                    lambda: load.run(**jobs_spec(settings, [web.port], "/enqueue")),
-                                ),
-                                "ours2": lambda: measure(
-                                    pair, lambda: load.run(**jobs_spec(settings, [s.port for s in pair]))
-                                ),
-                            },
-                        )
-    a, b, two = results["ours"], results["arq"], results["ours2"]
-    ratio = safe_ratio(median(a, "rate"), median(b, "rate"))
-    two_ratio = safe_ratio(median(two, "rate"), median(b, "rate"))
-    return [
-        Row(
-            NAME,
-            f"jobs/s, ours (Redis store) vs Starlette + arq worker, {settings.concurrency} concurrent",
-            fmt(median(a, "rate"), "jobs/s"),
-            fmt(median(b, "rate"), "jobs/s"),
-            ratio,
-            "(report)",
-            note=f"p50 {fmt(median(a, 'p50_ms'), 'ms')} vs {fmt(median(b, 'p50_ms'), 'ms')}; CPU "
-            f"{median(a, 'server_cpu'):.0%} (1 process) vs {median(b, 'server_cpu'):.0%} (web + worker) "
-            "of a core",
-        ),
-        Row(
-            NAME,
-            "jobs/s, ours on 2 processes (as many as arq's web + worker) vs Starlette + arq worker",
-            fmt(median(two, "rate"), "jobs/s"),
-            fmt(median(b, "rate"), "jobs/s"),
-            two_ratio,
-            "(report)",
-            note=f"p50 {fmt(median(two, 'p50_ms'), 'ms')}; CPU {median(two, 'server_cpu'):.0%} of a core",
-        ),
-    ]
+            )
+    return rows

@@ -20,9 +20,9 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -42,12 +42,15 @@ class Settings:
     warmup: float = 0.5
     concurrency: int = 16
     poll_cap: float = 0.005
+    #: Extra ``bifrost-async serve`` arguments for the benchmarks that run the real proxy
+    #: (9 and 10), e.g. ``("--queue", "redis")``; ``run.py --serve-args``.
+    serve_args: tuple[str, ...] = ()
 
     @classmethod
-    def make(cls, smoke: bool) -> Settings:
+    def make(cls, smoke: bool, serve_args: tuple[str, ...] = ()) -> Settings:
         if smoke:
-            return cls(smoke=True, rounds=1, duration=0.3, warmup=0.1, concurrency=4)
-        return cls()
+            return cls(smoke=True, rounds=1, duration=0.3, warmup=0.1, concurrency=4, serve_args=serve_args)
+        return cls(serve_args=serve_args)
 
 
 @dataclasses.dataclass
@@ -252,6 +255,18 @@ def started(*things: Process | PostgresServer | LoadGen) -> Iterator[None]:
             thing.close() if isinstance(thing, LoadGen) else thing.stop()
 
 
+RunningT = TypeVar("RunningT", bound="Process | PostgresServer")
+
+
+class Running(ExitStack):
+    """Processes started one after the other (``running.up(Server(...))``) and stopped in reverse
+    order when the block ends, also when a later one fails to start."""
+
+    def up(self, thing: RunningT) -> RunningT:
+        self.enter_context(started(thing))
+        return thing
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -259,12 +274,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    servers: list[Server], action: Callable[[], dict[str, Any]], load: LoadGen | None = None
+    servers: list[Server] | list[Process],
+    action: Callable[[], dict[str, Any]],
+    load: LoadGen | None = None,
+    backend: Process | None = None,
 ) -> dict[str, Any]:
     """Run ``action`` and add ``server_cpu``: the servers' CPU time over its wall time (1.0 is one
-    core busy throughout), which tells whether the server or the load generator was the limit."""
+    core busy throughout), which tells whether the server or the load generator was the limit.
+    With ``backend`` (the ``redis-server`` the servers share) also ``backend_cpu``, the same
+    share for it."""
     before = sum(server.cpu_seconds() for server in servers)
     load_before = cpu_seconds(load.proc.pid) if load else 0.0
+    backend_before = backend.cpu_seconds() if backend else 0.0
     began = time.monotonic()
     result = action()
     wall = time.monotonic() - began
@@ -272,6 +293,8 @@ def measure(
     result["server_cpu"] = used / wall if wall > 0 else 0.0
     if load is not None:
         result["load_cpu"] = (cpu_seconds(load.proc.pid) - load_before) / wall if wall > 0 else 0.0
+    if backend is not None:
+        result["backend_cpu"] = (backend.cpu_seconds() - backend_before) / wall if wall > 0 else 0.0
     return result
 
 

@@ -15,7 +15,8 @@ Modes (field ``mode`` of a command):
   ``Retry-After`` capped to ``poll_cap`` seconds between polls, or, with ``long_poll``, asking the
   server to hold each poll with ``?wait=N``; with ``prefer_wait`` the submit itself carries
   ``Prefer: wait=N``); reports jobs/s and round-trip latency. With several ports, a job is
-  submitted on one and polled on the next.
+  submitted on one and polled on the next; with ``submit_first``, every job is submitted on the
+  first port and polled on the ports in turn.
 - ``upload``: ``count`` multipart uploads of ``size`` bytes, ``concurrency`` at a time; reports
   the latency of each upload (until its answer), then, with ``wait_done``, polls each job to the
   end outside the timing, so background work never overlaps the next measurement.
@@ -203,8 +204,11 @@ async def run_jobs(spec: dict[str, Any]) -> dict[str, Any]:
     long_poll = float(spec.get("long_poll", 0))
     prefer = f"prefer: wait={long_poll:g}\r\n" if spec.get("prefer_wait") else ""
 
+    submit_first = bool(spec.get("submit_first"))
+
     async def one(n: int, conn: Connection, conns: list[Connection]) -> int:
-        status, headers, payload = await conn.request("POST", path, body, "application/json", prefer)
+        submitter = conns[0] if submit_first else conn
+        status, headers, payload = await submitter.request("POST", path, body, "application/json", prefer)
         if status == 200 and prefer and json.loads(payload).get("status") == "completed":
             return 0  # the submit itself waited for the end (Prefer: wait)
         if status not in (200, 202):

@@ -1,7 +1,8 @@
 """Run every benchmark on this machine and print a table: ``python bench/run.py``.
 
 ``--smoke`` runs tiny sizes (seconds, for CI); ``--only NAME`` (repeatable) picks benchmarks;
-``--markdown PATH`` also writes the results file (machine, date, command, table, notes).
+``--markdown PATH`` also writes the results file (machine, date, command, table, notes);
+``--serve-args ARGS`` gives benchmarks 9 and 10 extra ``bifrost-async serve`` arguments.
 A benchmark whose optional dependency is missing is skipped with its reason.
 """
 
@@ -30,6 +31,8 @@ BENCHMARKS = (
     "b6_arq",
     "b7_sqlite",
     "b8_postgres",
+    "b9_instances",
+    "b10_redelivery",
 )
 NOTES = Path(__file__).resolve().parent / "NOTES.md"
 
@@ -39,8 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmarks run")
     parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this one")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        metavar="ARGS",
+        help="extra `bifrost-async serve` arguments for benchmarks 9 and 10, shell-quoted "
+        "(e.g. '--queue redis')",
+    )
     args = parser.parse_args(argv)
-    settings = Settings.make(args.smoke)
+    try:
+        serve_args = tuple(shlex.split(args.serve_args))
+    except ValueError as exc:
+        parser.error(f"--serve-args: {exc}")
+    settings = Settings.make(args.smoke, serve_args)
     modules = [importlib.import_module(f"bench.{name}") for name in BENCHMARKS]
     known = {module.NAME for module in modules}
     unknown = set(args.only) - known

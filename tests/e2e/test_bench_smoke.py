@@ -2,8 +2,8 @@
 
 No timing is asserted here; the figures live in bench/RESULTS.md. The last tests pin the
 behaviour of the fast paths the benchmarks led to. A benchmark whose optional
-dependency (arq, the Redis or SQLite plugin, redis-server) is missing must be skipped with its reason,
-and every other one must still run.
+dependency (arq, saq, the Redis or SQLite plugin, redis-server, the distributed queue's
+``serve --queue``) is missing must be skipped with its reason, and every other one must still run.
 """
 
 from __future__ import annotations
@@ -47,16 +47,29 @@ def test_smoke_run_prints_every_benchmark() -> None:
     has_redis = shutil.which("redis-server") is not None
     optional = {
         "redis": has_redis and importlib.util.find_spec("bifrost_async_redis") is not None,
-        "arq": has_redis and all(importlib.util.find_spec(m) for m in ("arq", "bifrost_async_redis")),
+        "arq": has_redis and all(importlib.util.find_spec(m) for m in ("arq", "saq", "bifrost_async_redis")),
         "sqlite": importlib.util.find_spec("bifrost_async_sqlite") is not None,
         "postgres": importlib.util.find_spec("bifrost_async_postgres") is not None
         and bool(glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")),
     }
+    # Benchmarks 9 and 10 run the real proxy; 10 needs issue 14's distributed queue (serve --queue).
+    has_queue = "--queue " in _serve_help()
+    optional["instances"] = optional["redis"]
+    optional["redelivery"] = optional["redis"] and has_queue
+    if optional["instances"] and not has_queue:
+        assert "skipped: --queue not available" in table, table
     for name, runnable in optional.items():
         if runnable:
             assert name in rows, table
         else:
             assert f"SKIPPED {name}:" in table, table
+
+
+def _serve_help() -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bifrost_async", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
 
 
 # -- the fast paths the benchmarks led to keep their behaviour ---------------------------------
