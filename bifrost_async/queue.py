@@ -23,6 +23,7 @@ from bifrost_async.core.queue import WorkQueue as WorkQueue
 from bifrost_async.core.sealing import ENV_VAR as ENCRYPTION_KEY_ENV
 from bifrost_async.core.sealing import Keyring as Keyring
 from bifrost_async.core.sealing import SealError as SealError
+from bifrost_async.core.sealing import generate_key as generate_key
 
 __all__ = [
     "ENCRYPTION_KEY_ENV",
@@ -40,5 +41,6 @@ __all__ = [
     "WorkQueue",
     "failure",
     "finish_job",
+    "generate_key",
     "worker_lost_outcome",
 ]
