@@ -13,16 +13,15 @@ older than your longest ``max_ttl`` now and then.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from bifrost_async.queue import CapturedRequest, Keyring
 
-from .requests import RequestLost, carried_scope, rebuilt_scope
+from .requests import RequestLost, opened_headers, rebuilt_request, sealed_head
 
 
 class DirectoryRequests:
@@ -48,17 +47,7 @@ class DirectoryRequests:
 
     async def save(self, job_id: str, request: CapturedRequest) -> None:
         """Copy the body (in a thread), then write the head with its headers sealed."""
-        headers = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers])
-        sealed = self.keyring.seal(headers.encode("latin-1"), context=job_id.encode())
-        head = {
-            "method": request.method,
-            "path": request.path,
-            "query": request.query_string.decode("latin-1"),
-            "size": request.body_size,
-            "peer": request.peer,
-            "scope": carried_scope(request.scope),
-            "headers": base64.b64encode(sealed).decode(),
-        }
+        head = sealed_head(job_id, request, self.keyring)
 
         def write() -> None:
             request.rewind()
@@ -84,27 +73,13 @@ class DirectoryRequests:
         except (OSError, ValueError):
             raise RequestLost("the job's request is no longer in the request directory") from None
         try:
-            opened = self.keyring.open(base64.b64decode(head["headers"]), context=job_id.encode())
-            if os.fstat(body.fileno()).st_size != head["size"]:
+            headers = opened_headers(job_id, head, self.keyring)
+            if os.fstat(body.fileno()).st_size != head.get("size"):
                 raise RequestLost("the job's request body is incomplete")
-        except RequestLost:
+        except BaseException:
             body.close()
             raise
-        except Exception as exc:  # SealError, or a mangled value: never echo it
-            body.close()
-            raise RequestLost(f"the job's headers cannot be opened ({type(exc).__name__})") from None
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(opened)]
-        scope: dict[str, Any] = rebuilt_scope(head["scope"])
-        return CapturedRequest(
-            method=head["method"],
-            path=head["path"],
-            query_string=head["query"].encode("latin-1"),
-            headers=headers,
-            body=body,
-            body_size=head["size"],
-            scope=scope,
-            peer=head["peer"],
-        )
+        return rebuilt_request(head, headers, body)
 
     async def drop(self, job_id: str) -> None:
         """Delete the job's files (an open reader keeps reading: POSIX unlink semantics)."""

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 import redis.asyncio as aioredis
-from bifrost_async.queue import CapturedRequest, Keyring
+from bifrost_async.queue import CapturedRequest, Headers, Keyring
 from redis.asyncio.client import Pipeline
 
 #: Bytes per piece of a stored body: one command each, so Redis serves others in between.
@@ -56,6 +56,44 @@ def rebuilt_scope(stored: dict[str, Any]) -> dict[str, Any]:
         if isinstance(scope.get(name), list):
             scope[name] = tuple(scope[name])
     return scope
+
+
+def sealed_head(job_id: str, request: CapturedRequest, keyring: Keyring) -> dict[str, Any]:
+    """The stored head of ``request``: everything but the body, its header list sealed."""
+    headers = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers])
+    sealed = keyring.seal(headers.encode("latin-1"), context=job_id.encode())
+    return {
+        "method": request.method,
+        "path": request.path,
+        "query": request.query_string.decode("latin-1"),
+        "size": request.body_size,
+        "peer": request.peer,
+        "scope": carried_scope(request.scope),
+        "headers": base64.b64encode(sealed).decode(),
+    }
+
+
+def opened_headers(job_id: str, head: dict[str, Any], keyring: Keyring) -> Headers:
+    """The header list :func:`sealed_head` sealed; :class:`RequestLost` if it does not open."""
+    try:
+        opened = keyring.open(base64.b64decode(head["headers"]), context=job_id.encode())
+    except Exception as exc:  # SealError, or a mangled value: never echo it
+        raise RequestLost(f"the job's headers cannot be opened ({type(exc).__name__})") from None
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(opened)]
+
+
+def rebuilt_request(head: dict[str, Any], headers: Headers, body: IO[bytes]) -> CapturedRequest:
+    """The request a stored head, its opened headers and a local ``body`` make."""
+    return CapturedRequest(
+        method=head["method"],
+        path=head["path"],
+        query_string=head["query"].encode("latin-1"),
+        headers=headers,
+        body=body,
+        body_size=head["size"],
+        scope=rebuilt_scope(head["scope"]),
+        peer=head["peer"],
+    )
 
 
 class RedisRequests:
@@ -90,17 +128,7 @@ class RedisRequests:
                 break  # the last piece goes with the head
             await self.redis.rpush(body_key, piece)
             piece = following
-        headers = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers])
-        sealed = self.keyring.seal(headers.encode("latin-1"), context=job_id.encode())
-        head = {
-            "method": request.method,
-            "path": request.path,
-            "query": request.query_string.decode("latin-1"),
-            "size": request.body_size,
-            "peer": request.peer,
-            "scope": carried_scope(request.scope),
-            "headers": base64.b64encode(sealed).decode(),
-        }
+        head = sealed_head(job_id, request, self.keyring)
         async with self.redis.pipeline(transaction=False) as pipe:
             if piece:
                 pipe.rpush(body_key, piece)
@@ -121,11 +149,7 @@ class RedisRequests:
         if raw is None:
             raise RequestLost("the job's request is no longer stored")
         head = json.loads(raw)
-        try:
-            opened = self.keyring.open(base64.b64decode(head["headers"]), context=job_id.encode())
-        except Exception as exc:  # SealError, or a mangled value: never echo it
-            raise RequestLost(f"the job's headers cannot be opened ({type(exc).__name__})") from None
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(opened)]
+        headers = opened_headers(job_id, head, self.keyring)
         spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - owned by the request
             max_size=memory_bytes, dir=spool_dir, prefix="bifrost-async-"
         )
@@ -143,17 +167,7 @@ class RedisRequests:
             spool.close()
             raise
         spool.seek(0)
-        scope = rebuilt_scope(head["scope"])
-        return CapturedRequest(
-            method=head["method"],
-            path=head["path"],
-            query_string=head["query"].encode("latin-1"),
-            headers=headers,
-            body=spool,
-            body_size=head["size"],
-            scope=scope,
-            peer=head["peer"],
-        )
+        return rebuilt_request(head, headers, spool)
 
     async def drop(self, job_id: str) -> None:
         """Delete the stored request (the job ended, or was withdrawn). ``UNLINK``: Redis frees a
