@@ -1,4 +1,5 @@
-"""Test helpers: a real ``redis-server`` on an ephemeral port, and bounded waiting."""
+"""Test helpers: a real ``redis-server`` on an ephemeral port, bounded waiting, and everything a
+Redis holds as bytes (to prove what is not in it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +124,26 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
             sock.sendall(b"FLUSHALL\r\n")
             assert sock.recv(16).startswith(b"+OK")
+
+
+async def redis_contents(raw: Any) -> bytes:
+    """Every key and every value in the Redis ``raw`` (a ``redis.asyncio.Redis``) run together as
+    bytes: strings, lists, hashes (fields and values), streams, sorted sets and sets. A test
+    asserts that a credential or a body is not among them."""
+    dump = b""
+    async for key in raw.scan_iter():
+        dump += key
+        kind = (await raw.type(key)).decode()
+        if kind == "string":
+            dump += await raw.get(key) or b""
+        elif kind == "list":
+            dump += b"".join(await raw.lrange(key, 0, -1))
+        elif kind == "hash":
+            dump += b"".join(k + v for k, v in (await raw.hgetall(key)).items())
+        elif kind == "stream":
+            dump += repr(await raw.xrange(key)).encode()
+        elif kind == "zset":
+            dump += b"".join(await raw.zrange(key, 0, -1))
+        elif kind == "set":
+            dump += b"".join(await raw.smembers(key))
+    return dump

@@ -21,6 +21,7 @@ from bifrost_async.jobs import Job, JobStatus
 from bifrost_async.queue import CapturedRequest, QueueContext, QueueRefused, WorkItem
 from bifrost_async.store import StoreContext, StoreReachability
 from bifrost_async.testing import FakeClock, make_job, processing
+from redis_server import redis_contents
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -124,21 +125,7 @@ async def test_the_request_comes_back_whole_with_its_headers_sealed(
     body = bytes(range(256)) * (PIECE_BYTES // 256 * 3 + 7)  # a bit over 3 pieces
     job = await submit(queue, store, body)
     assert await raw.llen(queue.requests.body_key(job.id)) == 4
-    # nothing of a credential in any key or value
-    dump = b""
-    async for key in raw.scan_iter():
-        dump += key
-        kind = (await raw.type(key)).decode()
-        if kind == "string":
-            dump += await raw.get(key)
-        elif kind == "list":
-            dump += b"".join(await raw.lrange(key, 0, -1))
-        elif kind == "hash":
-            dump += b"".join(k + v for k, v in (await raw.hgetall(key)).items())
-        elif kind == "stream":
-            dump += repr(await raw.xrange(key)).encode()
-        elif kind == "zset":
-            dump += b"".join(m for m, _ in await raw.zrange(key, 0, -1, withscores=True))
+    dump = await redis_contents(raw)  # nothing of a credential in any key or value
     for secret in (SECRET, API_KEY, "sk-test-SECRET", "x-other"):
         assert secret.encode() not in dump
     item = await queue.take()
@@ -482,21 +469,7 @@ async def test_no_credential_is_in_redis_in_clear_after_real_submits(
             for headers in ({"Authorization": SECRET}, {"x-api-key": API_KEY}, {"Authorization": SECRET}):
                 assert (await client.post(SUBMIT, json=body, headers=headers)).status_code == 202
         assert [key async for key in raw.scan_iter("bifrost-async:req:*:head")]  # requests are stored
-        dump = b""
-        async for key in raw.scan_iter():
-            dump += key
-            kind = (await raw.type(key)).decode()
-            if kind == "string":
-                dump += await raw.get(key)
-            elif kind == "list":
-                dump += b"".join(await raw.lrange(key, 0, -1))
-            elif kind == "hash":
-                dump += b"".join(k + v for k, v in (await raw.hgetall(key)).items())
-            elif kind == "stream":
-                dump += repr(await raw.xrange(key)).encode()
-            elif kind in ("zset", "set"):
-                members = await (raw.zrange(key, 0, -1) if kind == "zset" else raw.smembers(key))
-                dump += b"".join(members)
+        dump = await redis_contents(raw)
         assert b'"messages"' in dump  # the scan does reach the stored requests (bodies are not secret)
         for secret in (SECRET, API_KEY, "sk-test-SECRET", "sk-api-SECRET"):
             assert secret.encode() not in dump

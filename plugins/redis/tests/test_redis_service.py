@@ -15,7 +15,7 @@ import structlog.testing
 from bifrost_async import AsyncJobsMiddleware, Job, JobStatus, hookimpl
 from bifrost_async.store import StoreContext, StoreHost
 from bifrost_async.testing import FakeClock, make_job, processing
-from redis_server import RedisServer
+from redis_server import RedisServer, redis_contents
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -114,14 +114,7 @@ async def test_redis_holds_no_credential_and_no_request_body(
 
     raw = aioredis.Redis.from_url(redis_url)
     try:
-        dump = b""
-        async for key in raw.scan_iter():
-            kind = await raw.type(key)
-            if kind == b"hash":
-                dump += b"".join(k + v for k, v in (await raw.hgetall(key)).items())  # type: ignore[misc]
-            elif kind == b"zset":
-                dump += b"".join(await raw.zrange(key, 0, -1))
-            dump += key
+        dump = await redis_contents(raw)
     finally:
         await raw.aclose()
     assert job_id.encode() in dump
