@@ -11,9 +11,11 @@ three workloads on each (16 clients, benchmark 2's specs):
 - ``jobs``: the job round trip, submit + poll every ≤5 ms until done;
 - ``prefer``: the submit with ``Prefer: wait=10``, one request per job.
 
-Each round runs all six legs, the order rotated. Prints, per workload, the medians of rate and
-server CPU per operation with and without, the ratio of the medians, and each round's ratio with
-how many rounds the fast pair was ahead, to tell a steady gain from noise on a shared machine.
+``--redis`` puts both servers on the Redis store (one ``redis-server``, redis-py's asyncio client
+then runs on the loop under test too). Each round runs all six legs, the order rotated. Prints,
+per workload, the medians of rate and server CPU per operation with and without, the ratio of the
+medians, and each round's ratio with how many rounds the fast pair was ahead, to tell a steady
+gain from noise on a shared machine.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from bench.harness import (
     LoadGen,
+    RedisServer,
     Running,
     Server,
     Settings,
@@ -65,6 +68,7 @@ def specs(settings: Settings, port: int) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("rounds", type=int, nargs="?", default=7, help="rounds of all six legs [default: 7]")
+    parser.add_argument("--redis", action="store_true", help="both servers on the Redis store")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("rounds: must be at least 1")
@@ -75,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     load = LoadGen()
     try:
         with Running() as running:
+            store: dict[str, str] = {}
+            if args.redis:
+                store = {"BENCH_STORE": "redis", "BENCH_REDIS_URL": running.up(RedisServer()).url}
             legs: dict[str, Callable[[], dict[str, Any]]] = {}
             for name, (loop, http) in PAIRS.items():
-                server = running.up(Server("bench.apps:combined", BENCH_LOOP=loop, BENCH_HTTP=http))
+                server = running.up(Server("bench.apps:combined", BENCH_LOOP=loop, BENCH_HTTP=http, **store))
                 for workload, spec in specs(settings, server.port).items():
                     legs[f"{workload}/{name}"] = lambda server=server, spec=spec: measure(
                         [server], lambda: load.run(**spec), load
@@ -85,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             results = alternate_many(args.rounds, legs)
     finally:
         load.close()
-    print(f"{args.rounds} rounds, {settings.concurrency} clients, {settings.duration:g} s legs")
+    print(
+        f"{args.rounds} rounds, {settings.concurrency} clients, {settings.duration:g} s legs, "
+        f"{'Redis' if args.redis else 'memory'} store"
+    )
     print(
         "| workload | rate with / without | ratio | server CPU per op with / without | ratio | "
         "per-round rate ratios (ahead) | server CPU share | p50 |"
