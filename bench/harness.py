@@ -53,9 +53,24 @@ class Settings:
         return cls(serve_args=serve_args)
 
 
+#: Issue 16's goals, in its order: key -> (the benchmark that measures it, what the goal says).
+#: The row that decides a goal carries its key (``Row.goal_key``); ``report.goal_table`` lists
+#: every goal with that row's figure and met / missed, or why it was not measured.
+GOALS: dict[str, tuple[str, str]] = {
+    "cpu": ("roundtrip", "server CPU per job (submit + one poll, memory store) vs per sync call"),
+    "prefer": ("roundtrip", "`Prefer: wait` round trip (one request per job) vs sync calls/s"),
+    "storm": ("roundtrip", "poll storm: jobs/s, 64 clients polling every 5 ms vs 16 clients"),
+    "redis": ("redis", "Redis store vs memory store, jobs/s, one process"),
+    "arq": ("arq", "jobs/s per CPU core, ours (Redis store) vs Starlette + arq, same Redis, same work"),
+    "saq": ("arq", "jobs/s per CPU core, ours (Redis store) vs Starlette + saq, same Redis, same work"),
+    "roundtrip": ("roundtrip", "job round trip (submit + poll every 5 ms) vs sync calls/s"),
+}
+
+
 @dataclasses.dataclass
 class Row:
-    """One line of the results table. ``ratio`` compares A to B measured in the same run."""
+    """One line of the results table. ``ratio`` compares A to B measured in the same run.
+    ``goal_key``: the key in :data:`GOALS` of the goal this row decides, if any."""
 
     bench: str
     metric: str
@@ -65,6 +80,7 @@ class Row:
     goal: str = ""
     met: bool | None = None
     note: str = ""
+    goal_key: str = ""
 
 
 def env_for(**extra: str) -> dict[str, str]:
@@ -386,11 +402,13 @@ def shared_store_rows(
     env: dict[str, str],
     goal: float | None,
     two_note: str,
+    goal_key: str = "",
 ) -> list[Row]:
     """The two rows every shared store's benchmark reports, measured the same way for each: the
     job round trip on the store ``label`` (servers started with ``env``) vs the memory store, one
     process each; and two processes on that store (submit on one, poll on the other) vs one.
-    ``goal``: the ratio to memory the first row must reach (``None``: reported only). Whatever
+    ``goal``: the ratio to memory the first row must reach (``None``: reported only), and
+    ``goal_key`` the key in :data:`GOALS` that row decides, if any. Whatever
     the store needs (a server, a file) must be up while this runs."""
     memory = Server("bench.apps:combined")
     with started(memory):
@@ -423,6 +441,7 @@ def shared_store_rows(
             None if goal is None else ratio >= goal,
             f"p50 {fmt(median(one, 'p50_ms'), 'ms')} vs {fmt(median(mem, 'p50_ms'), 'ms')}; server CPU "
             f"{median(one, 'server_cpu'):.0%} vs {median(mem, 'server_cpu'):.0%}",
+            goal_key=goal_key,
         ),
         Row(
             name,

@@ -12,9 +12,10 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from .harness import Row
+from .harness import GOALS, Row
 
 HEADER = ("benchmark", "metric", "A", "B", "A/B", "goal", "met")
+GOAL_HEADER = ("goal (issue 16)", "target", "figure (A/B)", "A vs B", "met")
 
 
 def cells(row: Row) -> tuple[str, ...]:
@@ -23,18 +24,48 @@ def cells(row: Row) -> tuple[str, ...]:
     return (row.bench, row.metric, row.a, row.b, ratio, row.goal, met)
 
 
-def text_table(rows: Sequence[Row], skipped: dict[str, str]) -> str:
-    """A plain fixed-width table, then notes and skipped benchmarks."""
-    lines = [HEADER, *(cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+def goal_cells(rows: Sequence[Row], skipped: dict[str, str]) -> list[tuple[str, ...]]:
+    """One line per goal of issue 16 (:data:`bench.harness.GOALS`, in its order): the figure of
+    the row that decides it and "met" / "missed", or "not run" with the reason its benchmark was
+    skipped (or was not asked for with ``--only``)."""
+    deciding = {row.goal_key: row for row in rows if row.goal_key}
+    lines = []
+    for key, (bench, text) in GOALS.items():
+        row = deciding.get(key)
+        if row is None:
+            why = f"not run: {skipped[bench]}" if bench in skipped else "not run"
+            lines.append((text, "", "", f"(benchmark {bench})", why))
+            continue
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        lines.append((text, row.goal, ratio, f"{row.a} vs {row.b}", "met" if row.met else "missed"))
+    return lines
+
+
+def fixed_width(lines: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in lines]
     out.insert(1, "  ".join("-" * width for width in widths))
+    return [line.rstrip() for line in out]
+
+
+def text_table(rows: Sequence[Row], skipped: dict[str, str]) -> str:
+    """A plain fixed-width table, then notes and skipped benchmarks, then issue 16's goals."""
+    out = fixed_width([HEADER, *(cells(row) for row in rows)])
     for row in rows:
         if row.note:
             out.append(f"  [{row.bench}] {row.metric.split(',')[0]}: {row.note}")
     for name, reason in skipped.items():
         out.append(f"SKIPPED {name}: {reason}")
+    out += ["", *fixed_width([GOAL_HEADER, *goal_cells(rows, skipped)])]
     return "\n".join(out)
+
+
+def goal_markdown(rows: Sequence[Row], skipped: dict[str, str]) -> str:
+    """Issue 16's goals as a Markdown table, met / missed in bold."""
+    lines = ["| " + " | ".join(GOAL_HEADER) + " |", "|" + "---|" * len(GOAL_HEADER)]
+    for *head, met in goal_cells(rows, skipped):
+        lines.append("| " + " | ".join((*head, f"**{met}**" if met in ("met", "missed") else met)) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
@@ -88,6 +119,14 @@ def write_markdown(
         f"- Date: {now}",
         f"- Command: `{command}` (took {seconds:.0f} s)",
         *machine(),
+        "",
+        "## Goals (issue 16)",
+        "",
+        "Each goal's figure is the A/B ratio of the row below that decides it (the same figures).",
+        "",
+        goal_markdown(rows, skipped),
+        "",
+        "## All rows",
         "",
         markdown_table(rows),
         "",

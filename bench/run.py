@@ -4,6 +4,8 @@
 ``--markdown PATH`` also writes the results file (machine, date, command, table, notes);
 ``--serve-args ARGS`` gives benchmarks 9 and 10 extra ``bifrost-async serve`` arguments.
 A benchmark whose optional dependency is missing is skipped with its reason.
+After the table comes one line per goal of issue 16 (``bench.harness.GOALS``) with the figure of
+the row that decides it and met / missed; the Markdown file puts that table first.
 """
 
 from __future__ import annotations

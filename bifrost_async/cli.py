@@ -189,6 +189,10 @@ def serve(values: Mapping[str, Any]) -> int:
         "host": values["host"],
         "port": values["port"],
         "lifespan": "on",
+        # uvloop and httptools when installed (the `fast` extra), asyncio and h11 otherwise;
+        # named so that nobody pins them to the slower pair by accident (bench/RESULTS.md).
+        "loop": "auto",
+        "http": "auto",
         "log_config": None,
         "access_log": False,
         # The upstream's own Server and Date headers pass through; ours would duplicate them.

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import GOALS, Row
+from bench.report import goal_cells, goal_markdown, text_table
 from bifrost_async.builtin.memory import memory_store
 from bifrost_async.jobs import Job, JobStatus, new_job_id, rfc3339
 from bifrost_async.store import StoreContext
@@ -39,7 +41,7 @@ def test_smoke_run_prints_every_benchmark() -> None:
         timeout=240,  # about 15 s on an idle machine: only a bound on a hang
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    table = done.stdout
+    table, goals = done.stdout.split("\n\n", 1)
     assert table.splitlines()[0].split()[:3] == ["benchmark", "metric", "A"]
     rows = {line.split()[0] for line in table.splitlines()[2:] if line and not line.startswith(" ")}
     for name in ALWAYS:
@@ -63,6 +65,33 @@ def test_smoke_run_prints_every_benchmark() -> None:
             assert name in rows, table
         else:
             assert f"SKIPPED {name}:" in table, table
+    # issue 16's goal table: a line per goal, decided by its row when its benchmark ran
+    assert goals.splitlines()[0].startswith("goal (issue 16)"), goals
+    for bench, text in GOALS.values():
+        [line] = [line for line in goals.splitlines() if line.startswith(text)]
+        ran = bench in ALWAYS or optional[bench]
+        verdict = line.split()[-1] if ran else line.split("  ")[-1].strip()
+        assert verdict in ("met", "missed") if ran else verdict.startswith("not run: "), line
+
+
+def test_goal_table_has_a_line_per_goal_from_its_deciding_row() -> None:
+    rows = [
+        Row("roundtrip", "jobs/s", "10 jobs/s", "40 req/s", 0.25, "≥ 0.5", False, goal_key="roundtrip"),
+        Row("roundtrip", "CPU", "300 µs", "200 µs", 1.5, "≤ 2", True, goal_key="cpu"),
+        Row("roundtrip", "p50", "1 ms", "1 ms", 1.0),
+    ]
+    lines = goal_cells(rows, {"arq": "not installed: arq"})
+    assert [line[0] for line in lines] == [text for _, text in GOALS.values()]
+    by_goal = dict(zip(GOALS, lines, strict=True))
+    assert by_goal["roundtrip"][1:] == ("≥ 0.5", "0.25", "10 jobs/s vs 40 req/s", "missed")
+    assert by_goal["cpu"][1:] == ("≤ 2", "1.50", "300 µs vs 200 µs", "met")
+    assert by_goal["arq"][-1] == by_goal["saq"][-1] == "not run: not installed: arq"
+    assert by_goal["redis"][-1] == "not run"  # not asked for (--only), not skipped
+    markdown = goal_markdown(rows, {})
+    assert "| **missed** |" in markdown and "| **met** |" in markdown
+    assert len(markdown.splitlines()) == 2 + len(GOALS)
+    text = text_table(rows, {})
+    assert text.split("\n\n")[1].splitlines()[0].startswith("goal (issue 16)")
 
 
 def _serve_help() -> str:

@@ -100,6 +100,32 @@ def test_sizes() -> None:
         parse_size("lots")
 
 
+def test_serve_leaves_the_loop_and_parser_to_uvicorns_auto(
+    monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    """``serve`` runs on uvloop and httptools when they are installed (the ``fast`` extra): it
+    passes uvicorn ``auto`` for both, whatever this environment has."""
+    import uvicorn
+
+    from bifrost_async import cli
+
+    configs: list[uvicorn.Config] = []
+
+    class Recorder:
+        started = True
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            configs.append(config)
+
+        def run(self, sockets: Any = None) -> None:
+            pass
+
+    monkeypatch.setattr(uvicorn, "Server", Recorder)
+    assert cli.serve(_resolve(["--upstream", "http://127.0.0.1:9", "--log-level", "warning"])) == 0
+    [config] = configs
+    assert (config.loop, config.http) == ("auto", "auto")
+
+
 def test_help_and_errors_from_the_real_command() -> None:
     run = [sys.executable, "-m", "bifrost_async"]
     help_text = subprocess.run(
