@@ -224,7 +224,7 @@ class JobEndpoints:
 
     async def send_job(self, job: Job, send: Any, headers: dict[str, str] | None = None) -> None:
         """The job JSON: 200 once it has ended, else 202 with ``Retry-After`` (this service's
-        estimate of the time the job still needs, :class:`~bifrost_async.core.estimate.RetryHints`)."""
+        half the time the job probably still needs, :class:`~bifrost_async.core.estimate.RetryHints`)."""
         if job.status.terminal:
             await send_json(send, 200, job.to_public(), headers)
         else:

@@ -60,8 +60,9 @@ _JOB: dict[str, Any] = {
 _RETRY_AFTER = {
     "Retry-After": {
         "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
-        "description": "whole seconds to wait before asking again; on a 202, the service's estimate of "
-        "the time the job still needs (its type's typical run time, its queue place), 1 to retry_after_max",
+        "description": "whole seconds to wait before asking again; on a 202, "
+        "half the time the job probably still needs (its type's typical run time, its queue place), "
+        "1 to retry_after_max",
     }
 }
 

@@ -146,7 +146,7 @@ class AsyncJobsConfig:
     #: On shutdown, seconds running and queued jobs get to finish before they are failed.
     shutdown_grace: float = 30.0
     #: The ``Retry-After`` sent with 429 and 503 answers, and the least one a 202 says: a 202's
-    #: hint is this service's estimate of the time the job still needs (its type's typical run
+    #: hint is half the time the job probably still needs (by its type's typical run
     #: time, its place in the queue), this when nothing is known yet (bifrost_async.core.estimate).
     retry_after: int = 1
     #: The most a 202's ``Retry-After`` says, however long the job looks: it bounds how late a

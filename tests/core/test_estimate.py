@@ -38,17 +38,18 @@ def test_a_slow_type_says_more_than_a_fast_one() -> None:
     times.observe("transcription", 12.0)
     times.observe("embedding", 0.05)
     slow, fast = job("transcription"), job("embedding")
-    assert hints(times).seconds(slow) == 12 and hints(times).seconds(fast) == 1
+    # half the time left: a 12 s run just queued (place unknown) says 6
+    assert hints(times).seconds(slow) == 6 and hints(times).seconds(fast) == 1
     running = job("transcription", JobStatus.PROCESSING, started=NOW - 4.5)
-    assert hints(times).seconds(running) == 8  # 12 - 4.5, rounded up
+    assert hints(times).seconds(running) == 4  # (12 - 4.5) / 2, rounded up
 
 
 def test_queue_place_adds_the_runs_ahead() -> None:
     times = RunTimes()
     times.observe("speech", 2.0)
-    # place 8 behind 4 workers: two rounds of runs ahead, then its own
-    assert hints(times, place=8, concurrency=4).seconds(job("speech")) == 6
-    assert hints(times, place=1, concurrency=4).seconds(job("speech")) == 3  # 2.5 rounded up
+    # place 8 behind 4 workers: two rounds of runs ahead, then its own: 6 s left, says 3
+    assert hints(times, place=8, concurrency=4).seconds(job("speech")) == 3
+    assert hints(times, place=1, concurrency=4).seconds(job("speech")) == 2  # 2.5 / 2 rounded up
 
 
 def test_clamped_to_the_cap_and_the_floor() -> None:

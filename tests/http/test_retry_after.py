@@ -1,5 +1,5 @@
-"""A 202's ``Retry-After`` says what the service knows (issue 16), through a real uvicorn: the
-job type's typical run time, what a running job has left, its place in the queue; 1 while
+"""A 202's ``Retry-After`` says what the service knows (issue 16), through a real uvicorn: half
+the time the job still needs by its type's typical run time and its place in the queue; 1 while
 nothing is known; never above ``retry_after_max``. The clock is the test's, so nothing is timed:
 typical run times are put in the runner's table directly, except in the test that checks the
 runner fills it."""
@@ -56,15 +56,16 @@ async def test_nothing_known_yet_says_one(stack: Any, http: httpx.AsyncClient) -
 
 async def test_a_slow_type_gets_a_larger_hint_than_a_fast_one(stack: Any, http: httpx.AsyncClient) -> None:
     times = stack.middleware.runner.run_times
-    times.observe("chat_completion", 20.0)
+    times.observe("chat_completion", 40.0)
     times.observe("embedding", 0.3)
     _, slow = await started(stack, http, "chat/completions")
     _, fast = await started(stack, http, "embeddings")
-    assert await hint(http, slow) == 20  # running since NOW: all of its typical time is left
+    assert await hint(http, slow) == 20  # running since NOW: half of its typical 40 s
     assert await hint(http, fast) == 1
-    # both workers busy: the next chat job waits one place (half a round of 20 s), then runs
+    # both workers busy: the next chat job waits one place (half a round of 40 s), then runs:
+    # 60 s left, half of it 30, capped at 25
     queued = await stack.submit(http, "chat/completions", **gated("chat/completions"))
-    assert queued.status_code == 202 and queued.headers["retry-after"] == "25"  # 30, capped
+    assert queued.status_code == 202 and queued.headers["retry-after"] == "25"
     assert await hint(http, stack.url + queued.headers["location"]) == 25
     stack.app.state.gate.opened.set()
     done = await stack.finish(http, "chat/completions", queued, headers=ALICE)
