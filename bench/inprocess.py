@@ -2,7 +2,8 @@
 
 Calls the ASGI apps directly in one process (no sockets, no uvicorn): N calls of the trivial
 endpoint on the bare app, then N jobs through the middleware (submit, run by the runner, one poll
-each), then N polls of one finished job; prints microseconds per call, per job and per poll. The
+each), then N polls of one finished job, then N polls each of a running and of a queued job
+(``--unfinished-only``: only those); prints microseconds per call, per job and per poll. The
 difference is what the job layer itself costs, apart from the extra HTTP requests a job needs.
 ``--profile`` prints cProfile's top functions for the jobs part.
 """
@@ -102,8 +103,43 @@ async def polls(mw: AsyncJobsMiddleware, n: int) -> float:
     return best
 
 
+async def unfinished_polls(n: int) -> tuple[float, float]:
+    """Seconds per poll of a running job and of a queued one (the 202 with ``Retry-After``):
+    one worker held by an endpoint that never answers, pacing off, best of 5 batches each."""
+    release = asyncio.Event()
+
+    async def held(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await release.wait()
+
+    mw = AsyncJobsMiddleware(held, **{**middleware_options(), "concurrency": 1, "poll_pacing": 0})
+    await mw.startup()
+    assert mw.runner is not None
+    _, running, _ = await call(mw, "POST", "/v1/async/embeddings")
+    while not mw.runner.running:  # noqa: ASYNC110 - the runner has no event to await
+        await asyncio.sleep(0)
+    _, queued, _ = await call(mw, "POST", "/v1/async/embeddings")
+    figures = []
+    for location in (running["location"], queued["location"]):
+        best = float("inf")
+        for _ in range(5):
+            began = time.perf_counter()
+            for _ in range(max(1, n // 5)):
+                status, _, _ = await call(mw, "GET", location)
+                assert status == 202
+            best = min(best, (time.perf_counter() - began) / max(1, n // 5))
+        figures.append(best)
+    release.set()
+    await mw.shutdown()
+    return figures[0], figures[1]
+
+
 async def main(n: int, profile: bool) -> None:
     configure_logging(level="warning", format="json")
+    if "--unfinished-only" in sys.argv:
+        running, queued = await unfinished_polls(n)
+        print(f"poll of a running job, in-process: {running * 1e6:.1f} µs")
+        print(f"poll of a queued job, in-process: {queued * 1e6:.1f} µs")
+        return
     app = bare()
     mw = AsyncJobsMiddleware(app, **middleware_options())
     await mw.startup()
@@ -121,6 +157,9 @@ async def main(n: int, profile: bool) -> None:
     print(f"sync call of the endpoint, in-process: {per_call * 1e6:.0f} µs")
     print(f"job (submit + run + one poll), in-process: {per_job * 1e6:.0f} µs ({per_job / per_call:.1f}x)")
     print(f"poll of a finished job, in-process: {per_poll * 1e6:.1f} µs")
+    running, queued = await unfinished_polls(n)
+    print(f"poll of a running job, in-process: {running * 1e6:.1f} µs")
+    print(f"poll of a queued job, in-process: {queued * 1e6:.1f} µs")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 

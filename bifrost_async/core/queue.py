@@ -54,6 +54,8 @@ class WorkItem:
     #: The stored status the runner expects when it marks the job ``processing``: ``pending``,
     #: or ``processing`` for a job re-delivered after its instance died or handed it back.
     expect: JobStatus = JobStatus.PENDING
+    #: Its order of arrival in a :class:`LocalQueue` (1, 2, ...), which places it in O(1).
+    seq: int = 0
 
 
 class QueueRefused(Exception):
@@ -210,6 +212,11 @@ class LocalQueue:
         self._admitted = asyncio.Event()
         self._admitted.set()
         self._queued: dict[str, WorkItem] = {}
+        #: ``seq`` of the last item put, and of the last one a worker took (or skipped): the
+        #: items between are queued, less those cancelled while queued (``_skipped_ahead``).
+        self._put_seq = 0
+        self._taken_seq = 0
+        self._skipped_ahead = 0
 
     async def start(self) -> None:
         """Nothing to open."""
@@ -244,13 +251,21 @@ class LocalQueue:
         if item is None:
             return False
         item.discarded = True
+        self._skipped_ahead += 1
         self._reserved -= 1
         self._owner_done(item.job.owner)
         item.request.close()
         return True
 
     def position(self, job_id: str) -> int | None:
-        """1-based place of a job in this queue (``None``: not queued here)."""
+        """1-based place of a job in this queue (``None``: not queued here). O(1) unless jobs
+        cancelled while queued are still in the queue (then a scan): ``Retry-After`` asks this on
+        every poll of a queued job."""
+        item = self._queued.get(job_id)
+        if item is None:
+            return None
+        if not self._skipped_ahead:
+            return item.seq - self._taken_seq
         for position, queued_id in enumerate(self._queued, start=1):
             if queued_id == job_id:
                 return position
@@ -285,6 +300,8 @@ class LocalQueue:
     def _fill(self, item: WorkItem) -> bool:
         if self.closing:
             return False
+        self._put_seq += 1
+        item.seq = self._put_seq
         self._queued[item.job.id] = item
         self._queue.put_nowait(item)
         self._admission_over()
@@ -302,7 +319,7 @@ class LocalQueue:
         while True:
             item = await self._queue.get()
             if item.discarded:  # cancelled while queued: its slot was freed then
-                self._queue.task_done()
+                self._skip(item)
                 continue
             return self._taken(item)
 
@@ -322,7 +339,7 @@ class LocalQueue:
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item.discarded:
-                self._queue.task_done()
+                self._skip(item)
             else:
                 items.append(self._taken(item))
         return items
@@ -330,7 +347,13 @@ class LocalQueue:
     async def join(self) -> None:
         await self._queue.join()
 
+    def _skip(self, item: WorkItem) -> None:
+        self._taken_seq = item.seq
+        self._skipped_ahead -= 1
+        self._queue.task_done()
+
     def _taken(self, item: WorkItem) -> WorkItem:
+        self._taken_seq = item.seq
         self._reserved -= 1
         self._queued.pop(item.job.id, None)
         return item

@@ -25,6 +25,7 @@ from typing import Protocol, cast
 import pluggy
 import structlog
 
+from bifrost_async.core.estimate import RunTimes
 from bifrost_async.core.finish import finish_job
 from bifrost_async.core.hooks import notify
 from bifrost_async.core.jobs import Job, JobStatus
@@ -110,6 +111,8 @@ class JobRunner:
         #: judge leases too).
         self.reachability = reachability or StoreReachability(self.clock, config.lease_seconds)
         self.outage = StoreOutage(self.reachability, config.lease_seconds)
+        #: Typical run time per request type, from the runs this runner ended (``Retry-After``).
+        self.run_times = RunTimes()
 
     # -- the service's side ----------------------------------------------------------------------
 
@@ -269,7 +272,9 @@ class JobRunner:
             )
         if outcome is None:  # cancelled, removed or handed back: the store holds its state already
             return
-        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        ran = time.monotonic() - started
+        self.run_times.observe(job.request_type, ran)
+        duration_ms = round(ran * 1000, 1)
         await self._finish(job, outcome, expect=JobStatus.PROCESSING, duration_ms=duration_ms)
 
     async def _execute(self, item: WorkItem) -> Outcome | None:

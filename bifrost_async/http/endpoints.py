@@ -17,6 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from bifrost_async.core.errors import AsyncJobError, not_found
+from bifrost_async.core.estimate import RetryHints
 from bifrost_async.core.jobs import Job
 from bifrost_async.core.response import rebuild_raw
 from bifrost_async.core.store import StoreError
@@ -49,6 +50,7 @@ class JobEndpoints:
         self.config = config
         self._service: JobService | None = None
         self._ext: JobExtensions | None = None
+        self._hints: RetryHints | None = None
         #: Each job's poll answer, encoded once per status, and when it was last given
         #: (:mod:`bifrost_async.http.poll_answers`).
         self.answers = PollAnswers()
@@ -57,11 +59,26 @@ class JobEndpoints:
         """Answer with ``service`` from now on (called once the store and runner have started)."""
         self._service = service
         self._ext = JobExtensions(service)
+        runner = service.runner
+        self._hints = RetryHints(
+            runner.run_times,
+            runner.queue.position,
+            concurrency=self.config.concurrency,
+            clock=self.config.clock,
+            floor=self.config.retry_after,
+            cap=self.config.retry_after_max,
+        )
 
     @property
     def service(self) -> JobService:
         assert self._service is not None, "the middleware starts the service before a request needs it"
         return self._service
+
+    @property
+    def hints(self) -> RetryHints:
+        """A 202's ``Retry-After``, from the runner's run times and the queue's places."""
+        assert self._hints is not None, "the middleware starts the service before a request needs it"
+        return self._hints
 
     @property
     def ext(self) -> JobExtensions:
@@ -98,7 +115,8 @@ class JobEndpoints:
         elif not job.status.terminal and self.config.poll_pacing > 0:
             job = await self._paced(job)
         now = asyncio.get_running_loop().time()
-        await send_answer(send, *self.answers.answer(job, self.config.retry_after, now))
+        hint = self.hints.header(job) if not job.status.terminal else b""
+        await send_answer(send, *self.answers.answer(job, hint, now))
 
     async def result(self, match: Match, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``GET .../{id}/result``: the endpoint's own response once the job has ended."""
@@ -205,12 +223,13 @@ class JobEndpoints:
             self.answers.answered(job.id, asyncio.get_running_loop().time())
 
     async def send_job(self, job: Job, send: Any, headers: dict[str, str] | None = None) -> None:
-        """The job JSON: 200 once it has ended, else 202 with ``Retry-After``."""
+        """The job JSON: 200 once it has ended, else 202 with ``Retry-After`` (this service's
+        half the time the job probably still needs, :class:`~bifrost_async.core.estimate.RetryHints`)."""
         if job.status.terminal:
             await send_json(send, 200, job.to_public(), headers)
         else:
             await send_json(
-                send, 202, job.to_public(), {**(headers or {}), "Retry-After": str(self.config.retry_after)}
+                send, 202, job.to_public(), {**(headers or {}), "Retry-After": str(self.hints.seconds(job))}
             )
 
     async def send_raw(self, job: Job, send: Any) -> None:

@@ -57,7 +57,14 @@ _JOB: dict[str, Any] = {
     },
 }
 
-_RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait"}}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        "description": "whole seconds to wait before asking again; on a 202, "
+        "half the time the job probably still needs (its type's typical run time, its queue place), "
+        "1 to retry_after_max",
+    }
+}
 
 
 def _error(description: str, retry: bool = False) -> dict[str, Any]:

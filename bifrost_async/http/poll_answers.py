@@ -56,15 +56,14 @@ class Answer:
         self.answered_at = at
 
 
-def encode_answer(job: Job, retry_after: int) -> tuple[int, RawHeaders, bytes]:
-    """The contract's poll answer for ``job``: 200 once it has ended, else 202 with
-    ``Retry-After``; as the HTTP status, raw headers and the JSON body."""
+def encode_answer(job: Job) -> tuple[int, RawHeaders, bytes]:
+    """The contract's poll answer for ``job`` as the HTTP status (200 once it has ended, else
+    202), raw headers and the JSON body. A 202's ``Retry-After`` is not among the headers: it
+    varies from poll to poll (:class:`~bifrost_async.core.estimate.RetryHints`), and
+    :meth:`PollAnswers.answer` adds it to a copy."""
     body = encode_json(job.to_public())
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if job.status.terminal:
-        return 200, headers, body
-    headers.append((b"retry-after", str(retry_after).encode()))
-    return 202, headers, body
+    return (200 if job.status.terminal else 202), headers, body
 
 
 class PollAnswers:
@@ -104,20 +103,25 @@ class PollAnswers:
         else:
             self._put(job_id, Answer(JobStatus.PENDING, 0, [], b"", now))
 
-    def answer(self, job: Job, retry_after: int, now: float) -> tuple[int, RawHeaders, bytes]:
+    def answer(self, job: Job, retry_after: bytes, now: float) -> tuple[int, RawHeaders, bytes]:
         """The answer for ``job`` as the store has it now: the kept one when it was made for the
-        same status, else a fresh encoding (kept when small enough). Marks the job answered."""
+        same status, else a fresh encoding (kept when small enough); an unfinished job's with
+        ``Retry-After: retry_after`` (the header's bytes, as this poll's hint has it). Marks the
+        job answered. The headers returned are a new list each time, the caller's to send."""
         kept = self._answers.get(job.id)
         if kept is not None and kept.status is job.status and kept.code:
             kept.answered_at = now
             self._answers.move_to_end(job.id)
-            return kept.code, kept.headers, kept.body
-        code, headers, body = encode_answer(job, retry_after)
-        if len(body) <= self.max_answer:
-            self._put(job.id, Answer(job.status, code, headers, body, now))
+            code, headers, body = kept.code, kept.headers, kept.body
         else:
-            self._put(job.id, Answer(job.status, 0, [], b"", now))  # remember the time only
-        return code, headers, body
+            code, headers, body = encode_answer(job)
+            if len(body) <= self.max_answer:
+                self._put(job.id, Answer(job.status, code, headers, body, now))
+            else:
+                self._put(job.id, Answer(job.status, 0, [], b"", now))  # remember the time only
+        if code == 202:
+            return code, [*headers, (b"retry-after", retry_after)], body
+        return code, list(headers), body
 
     def forget(self, job_id: str) -> None:
         """Drop what is kept for ``job_id`` (it was cancelled or deleted here)."""
@@ -135,7 +139,8 @@ class PollAnswers:
 
 
 async def send_answer(send: Any, code: int, headers: RawHeaders, body: bytes) -> None:
-    """Send one kept (or fresh) answer. The headers go out as a copy: a middleware around ours
-    may add to the message's list in place (Starlette's ``MutableHeaders`` does)."""
-    await send({"type": "http.response.start", "status": code, "headers": list(headers)})
+    """Send one answer of :meth:`PollAnswers.answer`. Its headers are already a copy of the kept
+    ones: a middleware around ours may add to the message's list in place (Starlette's
+    ``MutableHeaders`` does)."""
+    await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

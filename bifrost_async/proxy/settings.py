@@ -182,6 +182,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("poll_pacing", float, 1.0, "a poll of an unfinished job sooner than this many seconds after "
            "its previous answer is held until the job ends or the interval passes; 0: answer at once",
            _JOBS, "middleware", "S"),
+    Option("retry_after_max", int, 30, "the most a 202's Retry-After says (half the time a job probably "
+           "still needs, by its type's typical run time and its queue place); 1: always 1", _JOBS,
+           "middleware", "S"),
     Option("prefix", str, "/v1/async", "where the async routes live", _JOBS, "middleware", "PATH"),
     Option("owner_secret", str, None, "HMAC key for job owner digests (prefer the env var)", _JOBS,
            "middleware", "SECRET"),
@@ -229,6 +232,7 @@ BOUNDS: dict[str, Range] = {
     "shutdown_grace": NOT_NEGATIVE,
     "max_wait_seconds": NOT_NEGATIVE,
     "poll_pacing": NOT_NEGATIVE,
+    "retry_after_max": AT_LEAST_ONE,
 }
 
 

@@ -53,6 +53,7 @@ _INTEGERS = (
     "default_ttl",
     "max_ttl",
     "retry_after",
+    "retry_after_max",
     "max_attempts",
     "max_queued_body_bytes",
 )
@@ -144,8 +145,14 @@ class AsyncJobsConfig:
     lease_seconds: float = 30.0
     #: On shutdown, seconds running and queued jobs get to finish before they are failed.
     shutdown_grace: float = 30.0
-    #: The ``Retry-After`` value sent with 202, 429 and 503 answers.
+    #: The ``Retry-After`` sent with 429 and 503 answers, and the least one a 202 says: a 202's
+    #: hint is half the time the job probably still needs (by its type's typical run
+    #: time, its place in the queue), this when nothing is known yet (bifrost_async.core.estimate).
     retry_after: int = 1
+    #: The most a 202's ``Retry-After`` says, however long the job looks: it bounds how late a
+    #: client that honours the hint learns of a job that ended sooner than estimated. Equal to
+    #: ``retry_after``: the hint is that constant.
+    retry_after_max: int = 30
     #: Longest long-poll (``?wait=N``, ``Prefer: wait=N``) in seconds; longer asks are capped to
     #: it, 0 turns long-polling off (answers come at once, as without the extension).
     max_wait_seconds: float = 30.0
@@ -191,6 +198,7 @@ class AsyncJobsConfig:
             "max_ttl",
             "lease_seconds",
             "retry_after",
+            "retry_after_max",
             "max_failed_ttl",
             "max_attempts",
             "max_queued_body_bytes",
@@ -207,6 +215,9 @@ class AsyncJobsConfig:
                 raise OptionError(
                     name, f"must be None (half the bound), 0 (no share) or positive, got {value!r}"
                 )
+        if self.retry_after_max < self.retry_after:
+            below = f"{self.retry_after_max} must not be below retry_after ({self.retry_after})"
+            raise OptionError("retry_after_max", below)
         if self.default_ttl > self.max_ttl:
             raise OptionError("default_ttl", f"{self.default_ttl} must not exceed max_ttl ({self.max_ttl})")
         try:

@@ -94,6 +94,23 @@ def test_goal_table_has_a_line_per_goal_from_its_deciding_row() -> None:
     assert text.split("\n\n")[1].splitlines()[0].startswith("goal (issue 16)")
 
 
+@pytest.mark.parametrize("script", ["inprocess.py", "retry_after.py"])
+def test_the_in_process_benchmarks_run(script: str) -> None:
+    """The scripts ``run.py`` does not drive: their smallest run ends and prints its figures."""
+    args = ["200", "--unfinished-only"] if script == "inprocess.py" else ["--clients", "2", "--jobs", "1"]
+    if script == "retry_after.py":
+        args += ["--low", "0", "--high", "0.01"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a few seconds: only a bound on a hang
+    )
+    assert done.returncode == 0, done.stderr
+    assert ("poll of a queued job" if script == "inprocess.py" else "polls/job") in done.stdout
+
+
 def _serve_help() -> str:
     done = subprocess.run(
         [sys.executable, "-m", "bifrost_async", "serve", "--help"], capture_output=True, text=True, timeout=60

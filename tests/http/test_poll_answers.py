@@ -154,28 +154,43 @@ def job(number: int, status: JobStatus = JobStatus.PENDING, result: Any = None) 
 def test_the_table_is_bounded_by_entries_and_bytes() -> None:
     answers = PollAnswers(max_entries=3, max_bytes=10_000, max_answer=2_000)
     for number in range(5):
-        answers.answer(job(number), 1, 0.0)
+        answers.answer(job(number), b"1", 0.0)
     assert len(answers) == 3 and answers.bytes_held == sum(len(a.body) for a in answers._answers.values())
     big = job(9, JobStatus.COMPLETED, "x" * 3_000)
-    code, _, body = answers.answer(big, 1, 0.0)
+    code, _, body = answers.answer(big, b"1", 0.0)
     assert code == 200 and len(body) > 3_000  # answered, but too big to keep
     assert answers._answers[big.id].body == b""  # only when it was answered (for pacing)
     fits = [job(20 + n, JobStatus.COMPLETED, "y" * 1_500) for n in range(8)]
     for each in fits:
-        answers.answer(each, 1, 0.0)
+        answers.answer(each, b"1", 0.0)
     assert answers.bytes_held <= 10_000 and len(answers) <= 3
 
 
 def test_a_status_change_is_a_fresh_answer() -> None:
     answers = PollAnswers()
     pending = job(1)
-    code, headers, body = answers.answer(pending, 7, 0.0)
+    code, headers, body = answers.answer(pending, b"7", 0.0)
     assert code == 202 and (b"retry-after", b"7") in headers and b'"pending"' in body
     processing = pending.copy()
     processing.status = JobStatus.PROCESSING
-    code, _, body = answers.answer(processing, 7, 1.0)
+    code, _, body = answers.answer(processing, b"7", 1.0)
     assert code == 202 and b'"processing"' in body
-    assert answers.answer(processing, 7, 2.0)[2] is body  # unchanged: the kept bytes
+    assert answers.answer(processing, b"7", 2.0)[2] is body  # unchanged: the kept bytes
+
+
+def test_a_changed_hint_keeps_the_kept_bytes() -> None:
+    """Retry-After varies from poll to poll; the body is still encoded once per status, and
+    each answer carries exactly one Retry-After, this poll's."""
+    answers = PollAnswers()
+    pending = job(1)
+    _, first_headers, body = answers.answer(pending, b"3", 0.0)
+    _, headers, again = answers.answer(pending, b"12", 1.0)
+    assert again is body
+    assert [v for k, v in first_headers if k == b"retry-after"] == [b"3"]
+    assert [v for k, v in headers if k == b"retry-after"] == [b"12"]
+    done = job(1, JobStatus.COMPLETED, "r")
+    code, headers, _ = answers.answer(done, b"5", 2.0)
+    assert code == 200 and all(k != b"retry-after" for k, _ in headers)
 
 
 async def test_sent_headers_are_a_copy() -> None:
@@ -189,5 +204,5 @@ async def test_sent_headers_are_a_copy() -> None:
             message["headers"].append((b"x-added", b"1"))
 
     for _ in range(2):
-        await send_answer(send, *answers.answer(job(1), 1, 0.0))
+        await send_answer(send, *answers.answer(job(1), b"1", 0.0))
     assert [h for h, _ in sent[2]["headers"]].count(b"x-added") == 1

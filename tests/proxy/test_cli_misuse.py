@@ -54,6 +54,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], *parts: str) -> Non
         (["--keep-alive", "0"], ["--keep-alive", "1 or more"]),
         (["--shutdown-grace", "-1"], ["--shutdown-grace", "0 or more"]),
         (["--poll-pacing", "-0.5"], ["--poll-pacing", "0 or more"]),
+        (["--retry-after-max", "0"], ["--retry-after-max", "1 or more"]),
         (["--lease-seconds", "0"], ["--lease-seconds", "'0'", "above 0"]),
         (["--lease-seconds", "soon"], ["--lease-seconds", "'soon'", "invalid value"]),
         (["--max-body-bytes", "0"], ["--max-body-bytes", "1 or more"]),

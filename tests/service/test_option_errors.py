@@ -28,6 +28,12 @@ def app(scope: Any, receive: Any, send: Any) -> None:
         ({"job_timeout": float("nan")}, ValueError, r"^job_timeout: must be a finite number"),
         ({"poll_pacing": -1}, ValueError, r"^poll_pacing: must not be negative, got -1$"),
         ({"poll_pacing": "1"}, ValueError, r"^poll_pacing: must be a number of seconds"),
+        ({"retry_after_max": 0}, ValueError, r"^retry_after_max: must be positive, got 0$"),
+        (
+            {"retry_after": 5, "retry_after_max": 2},
+            ValueError,
+            r"^retry_after_max: 2 must not be below retry_after \(5\)$",
+        ),
         ({"default_ttl": 10, "max_ttl": 5}, ValueError, r"^default_ttl: 10 must not exceed max_ttl \(5\)$"),
         (
             {"route_overrides": {"transcriptions": "/api/transcribe"}},
