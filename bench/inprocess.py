@@ -2,7 +2,8 @@
 
 Calls the ASGI apps directly in one process (no sockets, no uvicorn): N calls of the trivial
 endpoint on the bare app, then N jobs through the middleware (submit, run by the runner, one poll
-each), then N polls of one finished job; prints microseconds per call, per job and per poll. The
+each), then N polls of one finished job, then N jobs submitted with ``Prefer: wait``; prints
+microseconds per call, per job and per poll. The
 difference is what the job layer itself costs, apart from the extra HTTP requests a job needs.
 ``--profile`` prints cProfile's top functions for the jobs part.
 """
@@ -87,6 +88,39 @@ async def jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> tuple[float,
     return (time.perf_counter() - began) / n, (time.process_time() - began_cpu) / n
 
 
+async def prefer_jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> float:
+    """CPU seconds per job submitted with ``Prefer: wait=10`` (one request per job, answered
+    with the finished job). ``receive`` behaves as a server's does: the body once, then it
+    blocks until the response has been sent, then ``http.disconnect``."""
+
+    async def submit() -> None:
+        sent = asyncio.Event()
+        answer: dict[str, Any] = {}
+        messages = [{"type": "http.request", "body": BODY, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await sent.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif not message.get("more_body", False):
+                sent.set()
+
+        request = scope("POST", "/v1/async/embeddings")
+        request["headers"] = [*request["headers"], (b"prefer", b"wait=10")]
+        await mw(request, receive, send)
+        assert answer["status"] == 200, answer
+
+    began = time.process_time()
+    for start in range(0, n, batch):
+        await asyncio.gather(*(submit() for _ in range(min(batch, n - start))))
+    return (time.process_time() - began) / n
+
+
 async def polls(mw: AsyncJobsMiddleware, n: int) -> float:
     """Seconds per poll of one finished job (the answer unchanged): the best of 5 batches of
     ``n // 5`` polls, since single batches swing with the machine's other load."""
@@ -119,10 +153,12 @@ async def main(n: int, profile: bool) -> None:
     if profiler:
         profiler.disable()
     per_poll = await polls(mw, n)
+    per_prefer = await prefer_jobs(mw, n)
     await mw.shutdown()
     print(f"sync call of the endpoint, in-process: {per_call * 1e6:.0f} µs")
     print(f"job (submit + run + one poll), in-process: {per_job * 1e6:.0f} µs ({per_job / per_call:.1f}x)")
     print(f"job, CPU time of this process: {cpu_per_job * 1e6:.0f} µs")
+    print(f"job with Prefer: wait (one request), CPU time of this process: {per_prefer * 1e6:.0f} µs")
     print(f"poll of a finished job, in-process: {per_poll * 1e6:.1f} µs")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
