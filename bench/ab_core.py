@@ -55,15 +55,21 @@ def main() -> int:
     parser.add_argument(
         "--concurrency", type=int, default=16, help="clients polling at once (64: the poll storm)"
     )
+    parser.add_argument(
+        "--prefer-wait",
+        action="store_true",
+        help="submit with Prefer: wait=10, one request per job (needs the long-poll extension)",
+    )
     args = parser.parse_args()
+    extra: dict[str, Any] = {"long_poll": 10, "prefer_wait": True} if args.prefer_wait else {}
     settings = Settings(rounds=args.rounds, concurrency=args.concurrency)
     load = LoadGen()
     new, old = server_from(args.new), server_from(args.old)
     with started(new, old, load):
         a, b = alternate(
             settings.rounds,
-            lambda: measure([new], lambda: load.run(**jobs_spec(settings, [new.port])), load),
-            lambda: measure([old], lambda: load.run(**jobs_spec(settings, [old.port])), load),
+            lambda: measure([new], lambda: load.run(**jobs_spec(settings, [new.port]), **extra), load),
+            lambda: measure([old], lambda: load.run(**jobs_spec(settings, [old.port]), **extra), load),
         )
     for name, r in (("new", a), ("old", b)):
         print(

@@ -2,8 +2,9 @@
 
 Calls the ASGI apps directly in one process (no sockets, no uvicorn): N calls of the trivial
 endpoint on the bare app, then N jobs through the middleware (submit, run by the runner, one poll
-each), then N polls of one finished job, then N polls each of a running and of a queued job
-(``--unfinished-only``: only those); prints microseconds per call, per job and per poll. The
+each), then N polls of one finished job, then N jobs submitted with ``Prefer: wait``, then N polls
+each of a running and of a queued job (``--unfinished-only``: only those); prints microseconds
+per call, per job and per poll. The
 difference is what the job layer itself costs, apart from the extra HTTP requests a job needs.
 ``--profile`` prints cProfile's top functions for the jobs part.
 """
@@ -71,8 +72,10 @@ async def sync_calls(app: Any, n: int) -> float:
     return (time.perf_counter() - began) / n
 
 
-async def jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> float:
-    began = time.perf_counter()
+async def jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> tuple[float, float]:
+    """Seconds per job: wall clock, and this process's CPU time (less swayed by other load on a
+    shared machine, since time waiting for a core is not counted)."""
+    began, began_cpu = time.perf_counter(), time.process_time()
     for start in range(0, n, batch):
         answers = await asyncio.gather(
             *(call(mw, "POST", "/v1/async/embeddings") for _ in range(min(batch, n - start)))
@@ -83,7 +86,40 @@ async def jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> float:
         for _, headers, _ in answers:
             status, _, body = await call(mw, "GET", headers["location"])
             assert status == 200 and json.loads(body)["status"] == "completed", body
-    return (time.perf_counter() - began) / n
+    return (time.perf_counter() - began) / n, (time.process_time() - began_cpu) / n
+
+
+async def prefer_jobs(mw: AsyncJobsMiddleware, n: int, batch: int = 16) -> float:
+    """CPU seconds per job submitted with ``Prefer: wait=10`` (one request per job, answered
+    with the finished job). ``receive`` behaves as a server's does: the body once, then it
+    blocks until the response has been sent, then ``http.disconnect``."""
+
+    async def submit() -> None:
+        sent = asyncio.Event()
+        answer: dict[str, Any] = {}
+        messages = [{"type": "http.request", "body": BODY, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await sent.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif not message.get("more_body", False):
+                sent.set()
+
+        request = scope("POST", "/v1/async/embeddings")
+        request["headers"] = [*request["headers"], (b"prefer", b"wait=10")]
+        await mw(request, receive, send)
+        assert answer["status"] == 200, answer
+
+    began = time.process_time()
+    for start in range(0, n, batch):
+        await asyncio.gather(*(submit() for _ in range(min(batch, n - start))))
+    return (time.process_time() - began) / n
 
 
 async def polls(mw: AsyncJobsMiddleware, n: int) -> float:
@@ -149,13 +185,16 @@ async def main(n: int, profile: bool) -> None:
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
-    per_job = await jobs(mw, n)
+    per_job, cpu_per_job = await jobs(mw, n)
     if profiler:
         profiler.disable()
     per_poll = await polls(mw, n)
+    per_prefer = await prefer_jobs(mw, n)
     await mw.shutdown()
     print(f"sync call of the endpoint, in-process: {per_call * 1e6:.0f} µs")
     print(f"job (submit + run + one poll), in-process: {per_job * 1e6:.0f} µs ({per_job / per_call:.1f}x)")
+    print(f"job, CPU time of this process: {cpu_per_job * 1e6:.0f} µs")
+    print(f"job with Prefer: wait (one request), CPU time of this process: {per_prefer * 1e6:.0f} µs")
     print(f"poll of a finished job, in-process: {per_poll * 1e6:.1f} µs")
     running, queued = await unfinished_polls(n)
     print(f"poll of a running job, in-process: {running * 1e6:.1f} µs")

@@ -77,9 +77,10 @@ def main() -> int:
     raw = Path(tempfile.mkdtemp(prefix="bench-prof-")) / "stacks.txt"
     with started(*([redis] if redis else []), server, load):
         result: dict[str, object] = {}
-        worker = threading.Thread(
-            target=lambda: result.update(load.run(**jobs_spec(settings, [server.port])))
-        )
+        spec = jobs_spec(settings, [server.port])
+        if args.prefer_wait:  # one request per job: the submit answers with the finished job
+            spec |= {"long_poll": 10, "prefer_wait": True}
+        worker = threading.Thread(target=lambda: result.update(load.run(**spec)))
         worker.start()
         cmd = [spy, "record", "-p", str(server.pid), "-d", str(int(args.seconds)), "-r", "250"]
         subprocess.run([*cmd, "-f", "raw", "-o", str(raw), "--nonblocking"], check=True, capture_output=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,8 +42,14 @@ def may_move(current: JobStatus, new: JobStatus) -> bool:
 
 
 def new_job_id() -> str:
-    """A random UUID v4 in lowercase 8-4-4-4-12 form (``uuid4`` reads ``os.urandom``)."""
-    return str(uuid.uuid4())
+    """A random UUID v4 in lowercase 8-4-4-4-12 form: 16 bytes of ``os.urandom`` with the
+    version (4) and variant (RFC 4122) bits set, exactly what ``str(uuid.uuid4())`` gives, in
+    half its time (no ``UUID`` object, no int round trip); a job takes two (id, request id)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def is_job_id(value: str) -> bool:

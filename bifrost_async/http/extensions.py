@@ -41,25 +41,37 @@ LIST_LIMIT, LIST_MAX = 20, 100
 
 async def unless_disconnected(awaitable: Awaitable[T], receive: Any) -> T:
     """Await ``awaitable``, but give up (:class:`ClientDisconnected`) if the client leaves first:
-    a long-poll must not outlive its client."""
-    work: asyncio.Future[T] = asyncio.ensure_future(awaitable)
+    a long-poll must not outlive its client.
+
+    ``awaitable`` runs in the caller's own task; one watcher task reads ``receive`` and, when the
+    client disconnects, cancels the caller, which turns that cancellation (and only that one) into
+    :class:`ClientDisconnected`. Any other cancellation of the caller propagates as it came. This
+    is one task per long-poll where a task for ``awaitable`` plus ``asyncio.wait`` cost two tasks,
+    a waiter future and its callbacks, and one more loop step to reap the watcher (every
+    ``Prefer: wait`` submit comes here; see ``bench/NOTES.md``)."""
+    caller = asyncio.current_task()
+    assert caller is not None, "called from a task (an ASGI request)"
+    gone = False
 
     async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        nonlocal gone
+        with contextlib.suppress(Exception):  # a receive that fails: the client is as good as gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        gone = True
+        caller.cancel()
 
     watcher = asyncio.ensure_future(disconnected())
-    both: set[asyncio.Future[Any]] = {work, watcher}
     try:
-        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        return await awaitable
+    except asyncio.CancelledError:
+        if gone and caller.uncancel() == 0:  # the watcher's cancellation, and nobody else's
+            raise ClientDisconnected() from None
+        raise
     finally:
+        # not awaited: it is parked in receive() and ends at its next step; it never cancels
+        # the caller after this, since it runs only while the caller is suspended
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
-    if work.done():
-        return work.result()
-    work.cancel()
-    raise ClientDisconnected()
 
 
 class JobExtensions:

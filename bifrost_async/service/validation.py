@@ -23,6 +23,7 @@ MAX_JSON_DEPTH = 512
 #: Bytes handed to the JSON parser at a time. ijson rescans a token that spans its buffer from
 #: the start on every refill, so a small buffer makes one long string quadratic (48 MB: 6 s at
 #: 64 KiB, 0.5 s at 1 MiB); one buffer's parse is also the longest the parser holds the GIL.
+#: A smaller body gets a buffer of its own size (:func:`_json_buffer`).
 JSON_BUFFER = 1024 * 1024
 #: Largest value kept from a multipart text field while validating (model names, flags).
 _FIELD_VALUE_LIMIT = 4096
@@ -112,13 +113,23 @@ def _scan_json(body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
         return _scan_json_with(_PYTHON_JSON.basic_parse, body, spec)
 
 
+def _json_buffer(body: IO[bytes]) -> int:
+    """Bytes to hand the parser at a time for ``body``: :data:`JSON_BUFFER`, or the whole body
+    plus one byte when it is smaller (one read; the extra byte sees the end). The C back end
+    allocates and clears a buffer of this size per parse: 1 MiB for a 60-byte submit cost
+    ~20 µs of every job (``bench/NOTES.md``)."""
+    size = body.seek(0, 2)
+    body.seek(0)
+    return min(JSON_BUFFER, size + 1)
+
+
 def _scan_json_with(basic_parse: Any, body: IO[bytes], spec: RouteSpec) -> dict[str, Any]:
     wanted = {"model"} | ({spec.stream_field} if spec.stream_field else set())
     fields: dict[str, Any] = {}
     depth = 0
     key: str | None = None
     try:
-        for event, value in basic_parse(body, use_float=True, buf_size=JSON_BUFFER):
+        for event, value in basic_parse(body, use_float=True, buf_size=_json_buffer(body)):
             if depth == 0 and event != "start_map":
                 raise _bad("request body must be a JSON object", code="invalid_json")
             if event in ("start_map", "start_array"):

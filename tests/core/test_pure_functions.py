@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import itertools
 import json
+import uuid
 
 import pytest
 from hypothesis import given
@@ -154,6 +155,9 @@ def test_route_table_rejects_bad_configuration() -> None:
 def test_job_ids_and_times() -> None:
     ids = {new_job_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(is_job_id(i) for i in ids)
+    for text in ids:  # what str(uuid.uuid4()) gives: version 4, RFC 4122 variant, lowercase
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
     assert not is_job_id("00000000-0000-0000-0000-000000000000")
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1.2345) == "1970-01-01T00:00:01.234Z"

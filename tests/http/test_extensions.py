@@ -73,6 +73,28 @@ async def test_prefer_wait_on_submit(stack: Any, http: httpx.AsyncClient) -> Non
     stack.app.state.gate.opened.set()
 
 
+async def test_a_long_poll_whose_client_leaves_gives_up_its_wait(stack: Any, http: httpx.AsyncClient) -> None:
+    """The server reads the disconnect while the poll waits on the store: the wait is
+    dropped (its waiter with it), the job runs on, and a later long-poll still answers."""
+    submitted = await stack.submit(http, CHAT, **gated())
+    poll_url = stack.url + submitted.headers["location"]
+    await asyncio.wait_for(stack.app.state.gate.arrived.wait(), 10)
+    async with httpx.AsyncClient(timeout=30) as leaving:
+        poll = asyncio.create_task(leaving.get(poll_url, params={"wait": "15"}))
+        await parked(stack, 2)  # the runner's watch of the running job, and the poll
+        poll.cancel()  # the client closes its connection mid-request
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+    async with asyncio.timeout(10):  # bounded: the server drops the poll's waiter
+        while len(stack.middleware.store._waiters) != 1:  # noqa: ASYNC110 - no event to await
+            await asyncio.sleep(0.01)
+    later = asyncio.create_task(http.get(poll_url, params={"wait": "15"}))
+    await parked(stack, 2)
+    stack.app.state.gate.opened.set()
+    answer = await asyncio.wait_for(later, 10)
+    assert answer.status_code == 200 and answer.json()["status"] == "completed"
+
+
 async def test_idempotent_submit_during_and_after_the_job(stack: Any, http: httpx.AsyncClient) -> None:
     key = {"Idempotency-Key": "order-42", **ALICE}
     first = await stack.submit(http, CHAT, **gated("a"), headers=key)
