@@ -1,4 +1,4 @@
-"""The ``memory`` store: jobs in a dict with an expiry heap (:class:`JobTable`), for one process.
+"""The ``memory`` store: jobs in a cachetools TLRU cache, for one process.
 
 Each job expires at its own ``expires_at`` (unfinished jobs never expire). The cache is bounded
 twice: by ``max_jobs`` and by bytes (the ``max_bytes`` store option, 1 GiB by default), each job
@@ -11,9 +11,11 @@ terminal updates and deletes, so a long-poll wakes the moment its job ends.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Collection, Iterator
+import math
+from collections.abc import Callable, Collection
 from typing import Any
+
+from cachetools import TLRUCache
 
 from bifrost_async.core.hookspecs import hookimpl
 from bifrost_async.core.jobs import Job, JobStatus, may_move
@@ -35,84 +37,12 @@ JOB_OVERHEAD = 1536
 DEFAULT_MAX_BYTES = 1024**3
 
 
+def _time_to_use(_key: str, job: Job, _now: float) -> float:
+    return job.expires_at if job.expires_at is not None else math.inf
+
+
 def _job_size(job: Job) -> int:
     return JOB_OVERHEAD + job.result_bytes
-
-
-class JobTable:
-    """Jobs by id, each gone at its own ``expires_at`` (never, while it has none), with the
-    sum of :func:`_job_size` over the jobs held (:attr:`currsize`).
-
-    What the store used from cachetools' ``TLRUCache`` (with an unbounded ``maxsize`` it never
-    evicted, so its LRU order bought nothing), at a fraction of the cost per job: a lookup
-    is a dict read and one comparison with the clock, a write a dict write and, for a job that
-    ended, one heap push. The TLRU cache took ~3 µs per read and ~5.6 µs per write (a timer
-    context, a sweep and a linked-list move each), and a job makes four reads and three writes
-    (``bench/NOTES.md``). An expired job reads as absent at once; it is dropped from the table
-    by :meth:`expire`, which every write runs (it looks at the heap's head only, unless jobs
-    are due)."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._jobs: dict[str, Job] = {}
-        #: (expires_at, job id) of every job written with an expiry; an entry whose job was
-        #: deleted or rewritten since is skipped when it comes up.
-        self._due: list[tuple[float, str]] = []
-        self.currsize = 0
-
-    def get(self, job_id: str) -> Job | None:
-        """The job held under ``job_id``, or ``None`` (also once it has expired)."""
-        job = self._jobs.get(job_id)
-        if job is None or (job.expires_at is not None and self._clock() >= job.expires_at):
-            return None
-        return job
-
-    def __contains__(self, job_id: object) -> bool:
-        return isinstance(job_id, str) and self.get(job_id) is not None
-
-    def __setitem__(self, job_id: str, job: Job) -> None:
-        self.expire()
-        old = self._jobs.get(job_id)
-        if old is not None:
-            self.currsize -= _job_size(old)
-        self._jobs[job_id] = job
-        self.currsize += _job_size(job)
-        if job.expires_at is not None and (old is None or old.expires_at != job.expires_at):
-            heapq.heappush(self._due, (job.expires_at, job_id))
-
-    def pop(self, job_id: str) -> Job | None:
-        """Remove and return the job (``None`` if absent or expired; an expired one goes too)."""
-        job = self.get(job_id)
-        dropped = self._jobs.pop(job_id, None)
-        if dropped is not None:
-            self.currsize -= _job_size(dropped)
-        return job
-
-    def expire(self) -> None:
-        """Drop every job whose ``expires_at`` has come."""
-        due = self._due
-        if not due:
-            return
-        now = self._clock()
-        while due and due[0][0] <= now:
-            at, job_id = heapq.heappop(due)
-            job = self._jobs.get(job_id)
-            if job is not None and job.expires_at == at:
-                del self._jobs[job_id]
-                self.currsize -= _job_size(job)
-
-    def values(self) -> Iterator[Job]:
-        """The jobs held, expired ones included until :meth:`expire` drops them."""
-        return iter(list(self._jobs.values()))
-
-    def clear(self) -> None:
-        self._jobs.clear()
-        self._due.clear()
-        self.currsize = 0
-
-    def __len__(self) -> int:
-        """Jobs held, expired ones included until a write or :meth:`expire` drops them."""
-        return len(self._jobs)
 
 
 class MemoryStore(MemoryWebhookRecords):
@@ -140,10 +70,12 @@ class MemoryStore(MemoryWebhookRecords):
         #: owner -> ids of the jobs it created; ids of expired or deleted jobs are dropped when
         #: the set reaches the share (counting is then exact where it decides anything)
         self._owned: dict[str, set[str]] = {}
-        # The table never evicts; create() refuses instead, so a job that ends is always stored
-        # and nobody's live job disappears. ``currsize`` is the sum of _job_size over the jobs
-        # held, kept through expiry as well.
-        self._jobs = JobTable(clock)
+        # The cache itself never evicts (an unbounded maxsize); create() refuses instead, so a
+        # job that ends is always stored and nobody's live job disappears. ``currsize`` is the
+        # sum of _job_size over the jobs held, kept by cachetools through expiry as well.
+        self._jobs: TLRUCache[str, Job] = TLRUCache(
+            maxsize=math.inf, ttu=_time_to_use, timer=clock, getsizeof=_job_size
+        )
         self._waiters = Waiters()
         #: claim -> (job id, fingerprint, lapses at by the clock or None while its job lives)
         self._claims: dict[str, tuple[str, str, float | None]] = {}
@@ -170,7 +102,7 @@ class MemoryStore(MemoryWebhookRecords):
                 raise StoreFull(refusal)
         if self.max_owner_jobs and self._owner_count(job.owner) >= self.max_owner_jobs:
             raise OwnerShareFull(f"this caller holds its share of {self.max_owner_jobs} live jobs")
-        self._jobs[job.id] = job.copy()  # the table drops expired jobs here anyway
+        self._jobs[job.id] = job.copy()  # cachetools drops expired jobs here anyway
         if len(self._owned) > (self.max_jobs or len(self._jobs)):  # more owners than jobs: some are gone
             for owner in list(self._owned):
                 self._owner_count(owner, exact=True)
@@ -208,7 +140,7 @@ class MemoryStore(MemoryWebhookRecords):
         return await wait_for_job(self._waiters, self.get, job_id, timeout)
 
     async def delete(self, job_id: str) -> bool:
-        job = self._jobs.pop(job_id)
+        job = self._jobs.pop(job_id, None)
         if job is None:
             return False
         self._owned.get(job.owner, set()).discard(job_id)
@@ -257,7 +189,7 @@ class MemoryStore(MemoryWebhookRecords):
     ) -> tuple[list[Job], str | None]:
         now = self._clock()
         self._jobs.expire()
-        live = [job for job in self._jobs.values() if not job.expired(now)]
+        live = [job for job in list(self._jobs.values()) if not job.expired(now)]
         page, next_cursor = page_of(live, owner, request_type, status=status, cursor=cursor, limit=limit)
         return [job.copy() for job in page], next_cursor
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bifrost_async.builtin.memory import JOB_OVERHEAD, JobTable, MemoryStore, memory_store
+from bifrost_async.builtin.memory import JOB_OVERHEAD, MemoryStore, memory_store
 from bifrost_async.jobs import JobStatus
 from bifrost_async.store import StoreContext, StoreFactory, StoreFull
 from bifrost_async.testing import FakeClock, StoreContract, WebhookRecordsContract, make_job
@@ -123,32 +123,3 @@ async def test_the_byte_budget_end_to_end(serve: Any) -> None:
         assert deleted.status_code in (200, 204)
         again = await stack.submit(client, "embeddings", json=body)
         assert again.status_code == 202, again.text
-
-
-def test_the_job_table_expires_jobs_at_their_time_and_counts_their_bytes() -> None:
-    """JobTable, the store's dict with an expiry heap: an expired job reads as absent at once
-    and leaves at the next write; ``currsize`` follows rewrites, deletes and expiry; a job
-    deleted before its expiry is not dropped twice when its time comes."""
-    clock = FakeClock()
-    table = JobTable(clock)
-    running = make_job(clock)
-    short, long, deleted = (make_job(clock) for _ in range(3))
-    for job, ttl in ((short, 10), (long, 100), (deleted, 10)):
-        job.status, job.expires_at, job.result_bytes = JobStatus.COMPLETED, clock.now + ttl, 100
-    for job in (running, short, long, deleted):
-        table[job.id] = job
-    assert table.currsize == 4 * JOB_OVERHEAD + 300 and len(table) == 4
-    assert table.pop(deleted.id) is deleted and table.pop(deleted.id) is None
-    rewritten = running.copy()
-    rewritten.result_bytes = 50
-    table[running.id] = rewritten
-    assert table.currsize == 3 * JOB_OVERHEAD + 250
-    clock.advance(10)
-    assert table.get(short.id) is None and short.id not in table  # expired: absent at once
-    assert len(table) == 3  # still held until a write (or expire) drops it
-    table[rewritten.id] = rewritten
-    assert len(table) == 2 and table.currsize == 2 * JOB_OVERHEAD + 150
-    assert table.get(long.id) is long and table.get(running.id) is rewritten  # no expiry: kept
-    clock.advance(90)
-    table.expire()
-    assert list(table.values()) == [rewritten] and table.currsize == JOB_OVERHEAD + 50
