@@ -70,6 +70,9 @@ def test_short_or_foreign_values_are_refused() -> None:
         (base64.urlsafe_b64encode(bytes(16)).decode(), "key 1 is not 32 bytes"),
         (f"{generate_key()},not*base64", "key 2"),
     ],
+    # fixed ids: the values hold fresh keys, and pytest-xdist needs every worker to collect the
+    # same test names
+    ids=["empty", "blank-list", "short", "empty-between-commas", "16-bytes", "not-base64"],
 )
 def test_a_bad_key_value_is_one_line_that_never_repeats_it(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as caught:

@@ -194,7 +194,9 @@ async def test_a_large_submit_does_not_stall_a_concurrent_poll(serve: Any, http:
     poll_url = f"{stack.url}/v1/async/embeddings/{held.json()['id']}"
     body = b'{"model":"m","input":[' + b"0," * 24_000_000 + b"0]}"  # 48 MB of small tokens
     submitted = time.monotonic()
-    big = asyncio.create_task(stack.submit(http, "embeddings", content=body))
+    # its own timeout: reading and parsing 48 MB can outlast the client's 30 s on a loaded machine
+    # (the other pytest-xdist worker, other jobs); it only bounds a hang, nothing is timed by it
+    big = asyncio.create_task(stack.submit(http, "embeddings", content=body, timeout=180))
     worst = 0.0
     polls = 0
     async with httpx.AsyncClient(timeout=30) as poller:

@@ -6,16 +6,37 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import test_redis_two_processes as two_processes
-from redis_server import wait_until
-from test_redis_two_processes import SUBMIT, ServerProcess, submit
-
-servers = two_processes.servers  # the two-server fixture, shared with that module
+import pytest
+from redis_server import RedisServer, wait_until
+from test_redis_two_processes import SUBMIT, ServerProcess, server_pair, submit
 
 Pair = tuple[ServerProcess, ServerProcess]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pair's gates (``workdir / "gates"``) and logs."""
+    return tmp_path_factory.mktemp("extensions")
+
+
+@pytest.fixture(scope="module")
+def servers(workdir: Path) -> Iterator[Pair]:
+    """One pair of server processes and their Redis for the whole module: starting them is most
+    of each test's time. The tests stay apart: each gates its own token (``lp``, ``idem``,
+    ``stop``), waits for its job to end, and none stops a server or Redis."""
+    redis = RedisServer(workdir / "redis")
+    redis.start()
+    try:
+        with server_pair(redis.url, workdir) as pair:
+            yield pair
+    finally:
+        redis.stop()
+
+
 KEYED = {"Idempotency-Key": "pay-7", "Authorization": "Bearer carol"}
 
 
@@ -28,9 +49,9 @@ def parked_reads(server: ServerProcess, job_id: str) -> int:
     return int(httpx.get(f"{server.url}/probe/parked/{job_id}", timeout=10).json())
 
 
-def test_long_poll_on_b_wakes_when_the_job_ends_on_a(servers: Pair, tmp_path: Path) -> None:
+def test_long_poll_on_b_wakes_when_the_job_ends_on_a(servers: Pair, workdir: Path) -> None:
     a, b = servers
-    gates = tmp_path / "gates"
+    gates = workdir / "gates"
     job_id = submit(a, "lp")
     wait_until((gates / "started-lp").exists, 10, "A to start the job")
     short = httpx.get(f"{b.url}{SUBMIT}/{job_id}", params={"wait": "0.2"}, timeout=10)
@@ -59,9 +80,9 @@ def test_long_poll_on_b_wakes_when_the_job_ends_on_a(servers: Pair, tmp_path: Pa
     print(f"\nlong-poll on B answered {answered - released:.3f} s after A's job was released")
 
 
-def test_idempotent_retry_on_b_during_and_after_the_job_on_a(servers: Pair, tmp_path: Path) -> None:
+def test_idempotent_retry_on_b_during_and_after_the_job_on_a(servers: Pair, workdir: Path) -> None:
     a, b = servers
-    gates = tmp_path / "gates"
+    gates = workdir / "gates"
     first = httpx.post(f"{a.url}{SUBMIT}", json=chat("idem"), headers=KEYED, timeout=10)
     assert first.status_code == 202
     wait_until((gates / "started-idem").exists, 10, "A to start the job")
@@ -80,9 +101,9 @@ def test_idempotent_retry_on_b_during_and_after_the_job_on_a(servers: Pair, tmp_
     assert after.json()["result"] == {"token": "idem", "pid": a.process.pid}  # ran once, on A
 
 
-def test_cancel_on_b_stops_the_request_running_on_a(servers: Pair, tmp_path: Path) -> None:
+def test_cancel_on_b_stops_the_request_running_on_a(servers: Pair, workdir: Path) -> None:
     a, b = servers
-    gates = tmp_path / "gates"
+    gates = workdir / "gates"
     job_id = submit(a, "stop")
     wait_until((gates / "started-stop").exists, 10, "A to start the job")
     asked = time.monotonic()

@@ -111,16 +111,19 @@ CRAFTED = [
     cursor_of("-inf", new_job_id()),
     cursor_of("1700000000.0", "not-a-job-id"),
 ]
+#: Fixed test ids: the cursors hold fresh job ids, and pytest-xdist needs every worker to collect
+#: the same test names.
+CRAFTED_IDS = ["nan", "inf", "-inf", "not-a-job-id"]
 
 
-@pytest.mark.parametrize("cursor", CRAFTED)
+@pytest.mark.parametrize("cursor", CRAFTED, ids=CRAFTED_IDS)
 async def test_crafted_cursor_is_a_value_error_from_the_store(store: RedisJobStore, cursor: str) -> None:
     await store.create(make_job(store.clock, owner="me"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="invalid cursor"):
         await store.list_jobs("me", "transcription", cursor=cursor)
 
 
-@pytest.mark.parametrize("cursor", CRAFTED)
+@pytest.mark.parametrize("cursor", CRAFTED, ids=CRAFTED_IDS)
 async def test_crafted_cursor_is_a_400_from_the_service(
     redis_url: str,
     client_for: Callable[[AsyncJobsMiddleware], httpx.AsyncClient],  # noqa: F811 - the fixture

@@ -4,6 +4,7 @@ other; a process killed with SIGKILL mid-job leaves no job ``processing``; a Red
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,14 +77,15 @@ class ServerProcess:
                 self.process.wait()
 
 
-@pytest.fixture
-def servers(own_redis: RedisServer, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    own_redis.start()
-    gates = tmp_path / "gates"
+@contextlib.contextmanager
+def server_pair(redis_url: str, workdir: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Servers A and B on ``redis_url``, their gates in ``workdir / "gates"``, their logs in
+    ``workdir``; both answer /healthz before this yields, and both are stopped after it."""
+    gates = workdir / "gates"
     gates.mkdir()
     pair = (
-        ServerProcess("a", own_redis.url, gates, tmp_path),
-        ServerProcess("b", own_redis.url, gates, tmp_path),
+        ServerProcess("a", redis_url, gates, workdir),
+        ServerProcess("b", redis_url, gates, workdir),
     )
     try:
         for server in pair:
@@ -92,6 +94,13 @@ def servers(own_redis: RedisServer, tmp_path: Path) -> Iterator[tuple[ServerProc
     finally:
         for server in pair:
             server.stop()
+
+
+@pytest.fixture
+def servers(own_redis: RedisServer, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    own_redis.start()
+    with server_pair(own_redis.url, tmp_path) as pair:
+        yield pair
 
 
 def submit(server: ServerProcess, token: str) -> str:
