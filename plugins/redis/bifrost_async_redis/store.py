@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
@@ -219,7 +218,7 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
             raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
         if raw is None:
             return None
-        job = Job.from_record(json.loads(raw))
+        job = Job.from_record_json(raw)
         # Redis expires by its own real-time clock; the contract is judged by the injected one.
         return None if job.expired(self.clock()) else job
 
@@ -251,7 +250,7 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
             raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
         if raw is None:
             return False
-        job = Job.from_record(json.loads(raw))
+        job = Job.from_record_json(raw)
         with self.guard():
             removed = await self._delete(
                 keys=self._keys(job), args=[job_id, repr(self.clock()), self.channel]
