@@ -212,7 +212,10 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
             raise ValueError(f"job {job.id} exists already")
 
     async def get(self, job_id: str) -> Job | None:
-        """See :meth:`bifrost_async.store.JobStore.get`."""
+        """See :meth:`bifrost_async.store.JobStore.get`. An unfinished job read is remembered
+        (:meth:`~bifrost_async.store.Waiters.remember`): a wait on it right after, as a paced
+        poll makes, then needs no second read unless the job ended meanwhile."""
+        mark = self.waiters.mark()
         with self.guard():
             # redis-py types hget for its sync and async clients at once; this is the async one
             raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
@@ -220,10 +223,15 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
             return None
         job = Job.from_record_json(raw)
         # Redis expires by its own real-time clock; the contract is judged by the injected one.
-        return None if job.expired(self.clock()) else job
+        if job.expired(self.clock()):
+            return None
+        self.waiters.remember(job, mark)
+        return job
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
-        """See :meth:`bifrost_async.store.JobStore.update`."""
+        """See :meth:`bifrost_async.store.JobStore.update`. An unfinished job written is
+        remembered, as :meth:`get` does: the runner's cancellation watch, which starts right
+        after the start write, then does not read the job back."""
         # The forward-only rule stays in Python (may_move); the script only compares statuses.
         allowed = [status.value for status in expect if may_move(status, job.status)]
         if not allowed:
@@ -231,12 +239,16 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
         keys, args = self._keys(job), [*self._args(job), self.channel, *allowed]
         # a job's webhook delivery is enqueued by the very write that ends it (outbox.py)
         entry = self.outbox_entry_for(job) if job.status.terminal and self.outbox_entry_for else None
+        mark = self.waiters.mark()
         with self.guard():
             if entry is None:
                 written = await self._update(keys=keys, args=args)
             else:
                 written = await self._update_and_enqueue(keys=[*keys, self.outbox_key], args=[*args, entry])
-        return bool(written == 1)
+        if written != 1:
+            return False
+        self.waiters.remember(job, mark)
+        return True
 
     # -- extensions ----------------------------------------------------------------------------
 
