@@ -11,7 +11,9 @@ job it got or wrote; a wait on that job soon after (a paced poll right after the
 runner's cancellation watch right after its start write) then takes it from
 :meth:`Waiters.recall` instead of reading it again, unless a wake-up for the job (or for everyone)
 came since the mark, which it would have if the job ended or vanished after that read: a store
-wakes its waiters for every terminal write and delete.
+wakes its waiters for every terminal write and delete. Likewise a store that has just ended a job
+itself :meth:`Waiters.settle` s it: this process's waiters on it wake and are handed the ended
+job instead of reading it back.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from bifrost_async.core.jobs import Job
 _HISTORY = 4096
 #: Unfinished jobs :meth:`Waiters.remember` holds at most (forgotten all at once beyond it).
 _REMEMBERED = 1024
+#: Largest result (``Job.result_bytes``) of an ended job :meth:`Waiters.settle` holds for waiters.
+_SETTLED_BYTES = 64 * 1024
 #: Seconds a remembered job stands in for a read (a wait normally follows within milliseconds; a
 #: subscription that died unnoticed would not report a wake-up, so an old one is never trusted).
 _FRESH_FOR = 1.0
@@ -46,6 +50,8 @@ class Waiters:
         self._floor = 0
         #: job id -> (mark, monotonic time, job) of :meth:`remember`.
         self._remembered: dict[str, tuple[int, float, Job]] = {}
+        #: waiter -> the ended job :meth:`settle` handed it.
+        self._handed: dict[asyncio.Event, Job] = {}
 
     def add(self, job_id: str) -> asyncio.Event:
         event = asyncio.Event()
@@ -53,6 +59,7 @@ class Waiters:
         return event
 
     def discard(self, job_id: str, event: asyncio.Event) -> None:
+        self._handed.pop(event, None)
         events = self._events.get(job_id)
         if events is not None:
             events.discard(event)
@@ -96,6 +103,20 @@ class Waiters:
             self._remembered.clear()
         self._remembered[job.id] = (mark, time.monotonic(), job)
 
+    def settle(self, job: Job) -> None:
+        """``job`` has just ended by this process's own write (its compare-and-set landed): wake
+        this process's waiters on it, handing each the ended job (when its result is small), so
+        that they need not read it back. Only the waiters registered now get it: they were
+        waiting when it ended; a wait that starts later reads."""
+        if job.status.terminal and job.result_bytes <= _SETTLED_BYTES:
+            for event in self._events.get(job.id, ()):
+                self._handed[event] = job
+        self.wake(job.id)
+
+    def handed(self, event: asyncio.Event) -> Job | None:
+        """The ended job :meth:`settle` handed the waiter of ``event``, if any (then forgotten)."""
+        return self._handed.pop(event, None)
+
     def recall(self, job_id: str) -> Job | None:
         """The job :meth:`remember` held for ``job_id`` (then forgotten), if it is still what the
         store holds as far as wake-ups tell: none came for it since its mark, and it is recent.
@@ -119,16 +140,14 @@ async def wait_for_job(
     job_id: str,
     timeout: float,  # noqa: ASYNC109 - a result at the timeout, not an exception
 ) -> Job | None:
-    """:meth:`JobStore.wait` on top of ``waiters`` and the store's ``get``; the first read is
-    spared when the store remembered the job (:meth:`Waiters.recall`)."""
+    """:meth:`JobStore.wait` on top of ``waiters`` and the store's ``get``; a read is spared when
+    the store remembered the job, or ended it itself (:meth:`Waiters.recall`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    first = True
     while True:
         event = waiters.add(job_id)
         try:
-            job = waiters.recall(job_id) if first else None
-            first = False
+            job = waiters.recall(job_id)
             if job is None:
                 job = await get(job_id)
             remaining = deadline - loop.time()
@@ -141,5 +160,8 @@ async def wait_for_job(
                     await event.wait()
             except TimeoutError:
                 return await get(job_id)
+            ended = waiters.handed(event)
+            if ended is not None:
+                return ended
         finally:
             waiters.discard(job_id, event)

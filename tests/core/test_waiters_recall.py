@@ -135,3 +135,28 @@ async def test_wait_for_job_reads_when_the_job_was_woken_since_the_mark() -> Non
     waiters.remember(job, mark)
     assert await asyncio.wait_for(wait_for_job(waiters, get, job.id, 60), 10) is done
     assert reads == [job.id]
+
+
+async def test_a_job_settled_here_is_handed_to_the_waits_under_way() -> None:
+    waiters, job = Waiters(), pending()
+    done = dataclasses.replace(job, status=JobStatus.COMPLETED, result_bytes=10)
+    reads: list[str] = []
+
+    async def get(job_id: str) -> Job | None:
+        reads.append(job_id)
+        return job
+
+    waiting = asyncio.create_task(wait_for_job(waiters, get, job.id, 60))
+    await until(lambda: len(waiters) > 0 and len(reads) == 1)
+    waiters.settle(done)  # this process's own end of the job landed
+    assert await asyncio.wait_for(waiting, 10) is done
+    assert reads == [job.id]  # no read back
+    later: list[str] = []
+
+    async def get_done(job_id: str) -> Job | None:
+        later.append(job_id)
+        return done
+
+    assert await wait_for_job(waiters, get_done, job.id, 60) is done
+    assert later == [job.id]  # a wait begun after the end reads: nothing was left behind
+    assert not waiters._handed

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from bifrost_async.core.waiters import _SETTLED_BYTES, Waiters
 from bifrost_async.jobs import JobStatus
 from bifrost_async.store import StoreContext
 from bifrost_async.testing import FakeClock, finished, make_job, processing
@@ -110,3 +111,50 @@ async def test_a_cancel_between_the_start_write_and_the_watch_is_seen(stores: li
     # the watch starts only now: the remembered job is stale, so it reads and sees the cancel
     # (were the memory trusted, this wait would last its hour: the bound fails the test instead)
     assert await asyncio.wait_for(store.wait(job.id, 3600), 30) == cancelled
+
+
+async def test_a_job_ended_here_wakes_its_waiters_without_a_read(
+    stores: list[RedisJobStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = stores
+    clock: FakeClock = store.clock  # type: ignore[assignment]
+    job = make_job(clock)
+    await store.create(job)
+    running = processing(job, clock)
+    assert await store.update(running, expect=(JobStatus.PENDING,))
+    reads = count_reads(store, monkeypatch)
+    polls = [asyncio.create_task(store.wait(job.id, 3600)) for _ in range(2)]  # two paced polls
+    await until(lambda: len(store.waiters) == 2)
+    done = finished(running, clock, result={"text": "hi"})
+    assert await store.update(done, expect=(JobStatus.PROCESSING,))  # the runner's end, here
+    assert await asyncio.wait_for(asyncio.gather(*polls), 30) == [done, done]
+    assert len(reads) == 1  # the second poll's first read; the end is handed to both
+    assert await other.get(job.id) == done
+
+
+async def test_a_wait_begun_after_the_end_here_reads(stores: list[RedisJobStore]) -> None:
+    """The ended job is handed only to the waits under way when it ended: a later one reads, so
+    a delete made elsewhere in between is seen."""
+    store, other = stores
+    clock: FakeClock = store.clock  # type: ignore[assignment]
+    job = make_job(clock)
+    await store.create(job)
+    running = processing(job, clock)
+    assert await store.update(running, expect=(JobStatus.PENDING,))
+    under_way = store.waiters.add(job.id)
+    done = finished(running, clock, result={"text": "hi"})
+    assert await store.update(done, expect=(JobStatus.PROCESSING,))
+    assert under_way.is_set() and store.waiters.handed(under_way) == done
+    store.waiters.discard(job.id, under_way)
+    assert await other.delete(job.id)
+    assert await asyncio.wait_for(store.wait(job.id, 3600), 30) is None
+
+
+def test_a_large_ended_job_is_not_handed() -> None:
+    waiters = Waiters()
+    clock = FakeClock()
+    job = finished(processing(make_job(clock), clock), clock, result={"text": "x"})
+    job.result_bytes = _SETTLED_BYTES + 1
+    event = waiters.add(job.id)
+    waiters.settle(job)
+    assert event.is_set() and waiters.handed(event) is None
