@@ -4,7 +4,8 @@
 app itself, everywhere else the app wrapped by :class:`AsyncJobsMiddleware`. A/B comparisons
 therefore share the process, the event loop and the warm caches; the only difference is the
 middleware. Its store comes from the environment: ``BENCH_STORE`` (``memory``, ``redis``,
-``sqlite`` or ``postgres``), ``BENCH_REDIS_URL``, ``BENCH_SQLITE_PATH`` and ``BENCH_POSTGRES_URL``.
+``sqlite`` or ``postgres``), ``BENCH_REDIS_URL`` (and ``BENCH_REDIS_PREFIX``, default ``bench:``),
+``BENCH_SQLITE_PATH`` and ``BENCH_POSTGRES_URL``.
 ``bare`` is the app alone (the upstream of benchmark 9), ``hold_once`` the same with a request
 that hangs once (the upstream of benchmark 10).
 """
@@ -126,7 +127,8 @@ def middleware_options() -> dict[str, Any]:
     }
     if os.environ.get("BENCH_STORE", "memory") == "redis":
         options["store"] = "redis"
-        options["store_options"] = {"url": os.environ["BENCH_REDIS_URL"], "prefix": "bench:"}
+        prefix = os.environ.get("BENCH_REDIS_PREFIX", "bench:")
+        options["store_options"] = {"url": os.environ["BENCH_REDIS_URL"], "prefix": prefix}
     if os.environ.get("BENCH_STORE") == "sqlite":
         options["store"] = "sqlite"
         options["store_options"] = {"path": os.environ["BENCH_SQLITE_PATH"]}

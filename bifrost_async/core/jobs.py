@@ -7,6 +7,7 @@ import enum
 import json
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,6 +174,16 @@ class Job:
         return clone
 
     @classmethod
+    def from_record_json(cls, text: bytes | str) -> Job:
+        """Rebuild a job from the JSON text of :meth:`to_record_json`: what the stores read back.
+
+        Parsed by orjson when the optional ``fast-json`` extra is installed (~5x faster on a
+        pending record, ~8x on a completed one: ``bench/RESULTS.md``), else by ``json.loads``.
+        The values are the same either way: what orjson refuses and the standard library reads
+        (``NaN``, an integer beyond 64 bits, a lone surrogate escape) goes to ``json.loads``."""
+        return cls.from_record(loads_record(text))
+
+    @classmethod
     def from_record(cls, record: dict[str, Any]) -> Job:
         """Rebuild a job from :meth:`to_record` output (unknown keys are ignored)."""
         names = _FIELD_SET if cls is Job else frozenset(f.name for f in dataclasses.fields(cls))
@@ -198,3 +209,42 @@ def _nested_dataclass(value: object) -> Any:
 #: The encoder ``json.dumps(..., separators=(",", ":"), default=_nested_dataclass)`` would build
 #: on every call, built once (~1-2 µs per store write; ``JSONEncoder.encode`` keeps no state).
 _RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_nested_dataclass)
+
+
+def _orjson_loads() -> Callable[[bytes | str], Any] | None:
+    """orjson's ``loads`` when the optional ``fast-json`` extra is installed."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - where orjson is not installed
+        return None
+    loads: Callable[[bytes | str], Any] = orjson.loads  # typed whether or not orjson is installed
+    return loads
+
+
+#: The fast parser :func:`loads_record` tries first (orjson's, or ``None``); tests set it to compare.
+fast_loads: Callable[[bytes | str], Any] | None = _orjson_loads()
+
+
+#: ``bytes.translate`` table: every digit becomes ``0``, every other byte a space.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+#: Nineteen digits in a row: a JSON integer that may lie beyond 64 bits (``json.dumps`` writes
+#: every float with a point or an exponent in 17 digits at most, so only an integer, or a string,
+#: holds such a run).
+_LONG_RUN = b"0" * 19
+
+
+def loads_record(text: bytes | str) -> Any:
+    """``json.loads(text)``, by orjson first when it is installed (:data:`fast_loads`): stored
+    records are written by :meth:`Job.to_record_json`, i.e. by ``json.dumps``, which may write
+    what orjson refuses (``NaN``, ``1e400``, a lone surrogate escape: those go to ``json.loads``)
+    or reads differently: an integer beyond 64 bits, which orjson makes a float. A record with a
+    run of 19 digits anywhere (such an integer, or a string of digits) is read by ``json.loads``
+    too, so the result never differs (a ``bytes.translate`` finds it in ~1 µs per KB)."""
+    if fast_loads is not None:
+        raw = text.encode() if isinstance(text, str) else text
+        if _LONG_RUN not in raw.translate(_DIGITS_ONLY):
+            try:
+                return fast_loads(raw)
+            except ValueError:  # orjson.JSONDecodeError is one
+                pass
+    return json.loads(text)

@@ -6,7 +6,6 @@ by the per-owner share)."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from bifrost_async.jobs import Job, JobStatus
@@ -41,6 +40,6 @@ async def list_jobs(
         f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
     )
     rows = await store.call(lambda conn: conn.fetch(sql, *args))
-    jobs = [Job.from_record(json.loads(row["record"])) for row in rows]
+    jobs = [Job.from_record_json(row["record"]) for row in rows]
     page = jobs[:limit]
     return page, encode_cursor(page[-1]) if len(jobs) > limit and page else None

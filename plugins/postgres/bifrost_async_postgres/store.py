@@ -12,7 +12,6 @@ expiry by the injected clock (an expired row is absent before the purge deletes 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeAlias, TypeVar
 
@@ -223,7 +222,7 @@ class PostgresJobStore(PostgresClaims, PostgresWebhookRecords):
         """See :meth:`bifrost_async.store.JobStore.get`."""
         now = float(self.clock())
         raw = await self.call(lambda conn: conn.fetchval(self._sql_get, job_id, now))
-        return None if raw is None else Job.from_record(json.loads(raw))
+        return None if raw is None else Job.from_record_json(raw)
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
         """See :meth:`bifrost_async.store.JobStore.update`."""

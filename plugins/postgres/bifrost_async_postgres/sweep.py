@@ -13,7 +13,6 @@ reads treat an expired row as absent already, so the purge only bounds the table
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -35,7 +34,7 @@ async def orphans(store: PostgresJobStore, now: float, limit: int) -> list[Job]:
         " AND lease_expires_at IS NOT NULL AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2"
     )
     rows = await store.call(lambda conn: conn.fetch(sql, float(now), limit))
-    return [Job.from_record(json.loads(row["record"])) for row in rows]
+    return [Job.from_record_json(row["record"]) for row in rows]
 
 
 async def purge(store: PostgresJobStore) -> int:

@@ -29,7 +29,9 @@ _RETRY = 0.5
 
 
 async def listen(store: RedisJobStore, waiters: Waiters, subscribed: asyncio.Event) -> None:
-    """Subscribe to the store's channel and wake ``waiters`` per message, until cancelled;
+    """Subscribe to the store's channel and wake ``waiters`` per message (through
+    ``store.notified``, which holds back the wake-up of a job this process is ending itself until
+    its write's reply), until cancelled;
     reconnect after any failure. ``subscribed`` is set once the first subscription is active.
     A lost subscription is logged once (a warning), and once more when it is back (an info), not
     at every reconnection attempt of an outage."""
@@ -47,7 +49,7 @@ async def listen(store: RedisJobStore, waiters: Waiters, subscribed: asyncio.Eve
                 message = await pubsub.get_message(timeout=_READ_WAIT)
                 if message is not None and message.get("type") == "message":
                     data = message["data"]
-                    waiters.wake(data.decode() if isinstance(data, bytes) else str(data))
+                    store.notified(data.decode() if isinstance(data, bytes) else str(data))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure: reconnect, never stop listening

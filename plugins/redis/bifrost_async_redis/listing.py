@@ -13,7 +13,6 @@ among many thousands of jobs costs the client more pages, never one unbounded re
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, cast
 
 from bifrost_async.jobs import Job, JobStatus
@@ -96,7 +95,7 @@ async def list_jobs(
             if raw is None:
                 stale.append(job_id)
                 continue
-            job = Job.from_record(json.loads(raw))
+            job = Job.from_record_json(raw)
             if job.expired(now) or (status is not None and job.status is not status):
                 continue  # (it may have moved on since its status was read)
             found.append(job)

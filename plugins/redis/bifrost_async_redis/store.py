@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
@@ -70,6 +69,8 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
         self._sweeper: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.waiters = Waiters()
+        #: job id -> terminal writes of it under way here (see :meth:`notified`).
+        self._ending: dict[str, int] = {}
         #: Set once the job-ended subscription is active (tests wait on it).
         self.subscribed = asyncio.Event()
         #: The middleware's side of the sweep (:meth:`attach`): whether this process still holds a
@@ -213,18 +214,27 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
             raise ValueError(f"job {job.id} exists already")
 
     async def get(self, job_id: str) -> Job | None:
-        """See :meth:`bifrost_async.store.JobStore.get`."""
+        """See :meth:`bifrost_async.store.JobStore.get`. An unfinished job read is remembered
+        (:meth:`~bifrost_async.store.Waiters.remember`): a wait on it right after, as a paced
+        poll makes, then needs no second read unless the job ended meanwhile."""
+        mark = self.waiters.mark()
         with self.guard():
             # redis-py types hget for its sync and async clients at once; this is the async one
             raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
         if raw is None:
             return None
-        job = Job.from_record(json.loads(raw))
+        job = Job.from_record_json(raw)
         # Redis expires by its own real-time clock; the contract is judged by the injected one.
-        return None if job.expired(self.clock()) else job
+        if job.expired(self.clock()):
+            return None
+        self.waiters.remember(job, mark)
+        return job
 
     async def update(self, job: Job, *, expect: Collection[JobStatus]) -> bool:
-        """See :meth:`bifrost_async.store.JobStore.update`."""
+        """See :meth:`bifrost_async.store.JobStore.update`. An unfinished job written is
+        remembered, as :meth:`get` does: the runner's cancellation watch, which starts right
+        after the start write, then does not read the job back. A job ended here wakes this
+        process's waiters with the ended job (:meth:`notified`)."""
         # The forward-only rule stays in Python (may_move); the script only compares statuses.
         allowed = [status.value for status in expect if may_move(status, job.status)]
         if not allowed:
@@ -232,18 +242,60 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
         keys, args = self._keys(job), [*self._args(job), self.channel, *allowed]
         # a job's webhook delivery is enqueued by the very write that ends it (outbox.py)
         entry = self.outbox_entry_for(job) if job.status.terminal and self.outbox_entry_for else None
-        with self.guard():
-            if entry is None:
-                written = await self._update(keys=keys, args=args)
-            else:
-                written = await self._update_and_enqueue(keys=[*keys, self.outbox_key], args=[*args, entry])
-        return bool(written == 1)
+        mark = self.waiters.mark()
+        ending = job.status.terminal
+        if ending:  # its notification (or a rival's) is held back until the reply: see notified()
+            self._ending[job.id] = self._ending.get(job.id, 0) + 1
+        written = 0
+        try:
+            with self.guard():
+                if entry is None:
+                    written = await self._update(keys=keys, args=args)
+                else:
+                    written = await self._update_and_enqueue(
+                        keys=[*keys, self.outbox_key], args=[*args, entry]
+                    )
+        finally:
+            if ending:
+                self._stop_ending(job, landed=written == 1)
+        if written != 1:
+            return False
+        if not ending:
+            self.waiters.remember(job, mark)
+        return True
+
+    def notified(self, job_id: str) -> None:
+        """A job-ended notification for ``job_id`` (``events.listen``): wake this process's
+        waiters on it, unless this process is ending that job itself right now; then the reply
+        to that write wakes them (``_stop_ending``), and hands them the ended job when the write
+        landed, so that a paced poll or a long-poll of a job that ran here answers without reading
+        it back. The notification that would have woken them first is most often that very write's
+        own, read off the subscription before the write's reply."""
+        if job_id not in self._ending:
+            self.waiters.wake(job_id)
+
+    def _stop_ending(self, job: Job, *, landed: bool) -> None:
+        """The end of a terminal write of ``job`` (landed, refused, failed or cancelled): wake
+        its waiters, handing them the job when it landed (``Waiters.settle``). A notification
+        held back meanwhile may have been another process's (a delete, a rival end); then this
+        write did not land, or landed first, and the waiters read or take the job as it was."""
+        left = self._ending.get(job.id, 1) - 1
+        if left:
+            self._ending[job.id] = left
+        else:
+            self._ending.pop(job.id, None)
+        if landed:
+            self.waiters.settle(job)
+        else:
+            self.waiters.wake(job.id)
 
     # -- extensions ----------------------------------------------------------------------------
 
     async def wait(self, job_id: str, timeout: float) -> Job | None:  # noqa: ASYNC109 - returns at the timeout
         """See :meth:`bifrost_async.store.JobStore.wait` (woken through ``events.listen``)."""
-        return await wait_for_job(self.waiters, self.get, job_id, timeout)
+        job = await wait_for_job(self.waiters, self.get, job_id, timeout)
+        # a job taken from the waiters rather than read is judged by the injected clock too
+        return None if job is not None and job.expired(self.clock()) else job
 
     async def delete(self, job_id: str) -> bool:
         """See :meth:`bifrost_async.store.JobStore.delete`."""
@@ -251,7 +303,7 @@ class RedisJobStore(RedisWebhookRecords, RedisWebhookOutbox):
             raw = await cast("Awaitable[bytes | None]", self.redis.hget(self.job_key(job_id), "record"))
         if raw is None:
             return False
-        job = Job.from_record(json.loads(raw))
+        job = Job.from_record_json(raw)
         with self.guard():
             removed = await self._delete(
                 keys=self._keys(job), args=[job_id, repr(self.clock()), self.channel]

@@ -10,6 +10,8 @@ and the sweep interval from ``$BIFROST_TEST_LEASE`` and ``$BIFROST_TEST_SWEEP``,
 ``GET /probe/parked/{job_id}`` tells the test how many reads of that job this process's store
 finished while a waiter was registered: ``wait_for_job`` registers, reads, then sleeps until it
 is woken, so once such a read of a job that cannot end yet has returned, a long-poll is parked.
+A wait that takes the job the poll has just read (``Waiters.recall``) instead of reading it
+again counts too: it too registered first and then sleeps at once.
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ async def healthz(request: Request) -> Response:
 
 
 class Probe:
-    """Counts, per job id, the reads this process's store finished while a waiter was registered.
-    A process's waiters are its long-polls and its runner's watch on each job it runs, so on a
-    process that runs no job every such read is a long-poll's."""
+    """Counts, per job id, the reads this process's store finished while a waiter was registered,
+    and the waits that took a remembered job instead of such a read. A process's waiters are its
+    long-polls and its runner's watch on each job it runs, so on a process that runs no job
+    every such read is a long-poll's."""
 
     def __init__(self) -> None:
         self.parked_reads: Counter[str] = Counter()
@@ -76,6 +79,16 @@ class Probe:
             return job
 
         store.get = get  # the instance attribute: wait() looks up self.get on every call
+        waiters: Any = store.waiters
+        recall: Callable[[str], Job | None] = waiters.recall
+
+        def recalled(job_id: str) -> Job | None:
+            job = recall(job_id)
+            if job is not None:
+                self.parked_reads[job_id] += 1
+            return job
+
+        waiters.recall = recalled  # wait_for_job looks it up on every wait
 
     async def parked(self, request: Request) -> Response:
         return JSONResponse(self.parked_reads[request.path_params["job_id"]])

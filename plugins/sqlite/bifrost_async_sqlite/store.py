@@ -12,7 +12,6 @@ jobs by id on the event loop's thread when that needs no wait (``db.QuickReader`
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Collection
 
 import structlog
@@ -115,7 +114,7 @@ class SqliteJobStore(SqliteWebhookRecords):
     @staticmethod
     def decode(record: str) -> Job:
         """A stored record as a fresh :class:`Job` (every read returns its own copy)."""
-        return Job.from_record(json.loads(record))
+        return Job.from_record_json(record)
 
     async def create(self, job: Job) -> None:
         """See :meth:`bifrost_async.store.JobStore.create`."""
