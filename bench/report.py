@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import glob
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -100,8 +101,18 @@ def machine() -> list[str]:
         f"- OS: {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, uvicorn {uvicorn.__version__} ({loop} loop, {http} parser), "
         f"one worker per server process",
-        f"- redis-server {redis.removeprefix('v=')}; {postgres} (`fsync=off`, for the Postgres store rows)",
+        f"- redis-server {redis.removeprefix('v=')} (redis-py {_version('redis')}, hiredis "
+        f"{_version('hiredis')}); {postgres} (`fsync=off`, for the Postgres store rows)",
+        f"- Load average (1 min) when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+        "(other work on the machine takes CPU from the servers; read the ratios)",
     ]
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def write_markdown(
@@ -133,6 +144,11 @@ def write_markdown(
     ]
     if skipped:
         parts += ["Skipped:", "", *(f"- {name}: {reason}" for name, reason in skipped.items()), ""]
+    parts += [
+        "Before/after figures of single changes, and benchmarks run by hand on a given day, are in",
+        "[HISTORY.md](HISTORY.md); what limits each figure, from profiles, follows here (`NOTES.md`).",
+        "",
+    ]
     if notes:
         parts += [notes.strip(), ""]
     path.write_text("\n".join(parts))
