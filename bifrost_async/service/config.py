@@ -57,6 +57,8 @@ _INTEGERS = (
     "max_attempts",
     "max_queued_body_bytes",
 )
+#: The largest ``retry_after_max`` accepted, in seconds.
+_RETRY_AFTER_CEILING = 86400
 _NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds", "poll_pacing")
 
 
@@ -220,6 +222,10 @@ class AsyncJobsConfig:
             raise OptionError("retry_after_max", below)
         if self.default_ttl > self.max_ttl:
             raise OptionError("default_ttl", f"{self.default_ttl} must not exceed max_ttl ({self.max_ttl})")
+        if self.retry_after_max > _RETRY_AFTER_CEILING:
+            # a hint of more than a day is a typo, not an estimate: the client would wait it out
+            beyond = f"must be at most {_RETRY_AFTER_CEILING} (a day), got {self.retry_after_max}"
+            raise OptionError("retry_after_max", beyond)
         try:
             # Normalised once here, so every process and every consumer sees the same networks.
             object.__setattr__(self, "trusted_proxies", parse_trusted_proxies(self.trusted_proxies))

@@ -30,6 +30,11 @@ def app(scope: Any, receive: Any, send: Any) -> None:
         ({"poll_pacing": "1"}, ValueError, r"^poll_pacing: must be a number of seconds"),
         ({"retry_after_max": 0}, ValueError, r"^retry_after_max: must be positive, got 0$"),
         (
+            {"retry_after_max": 86401},
+            ValueError,
+            r"^retry_after_max: must be at most 86400 \(a day\), got 86401$",
+        ),
+        (
             {"retry_after": 5, "retry_after_max": 2},
             ValueError,
             r"^retry_after_max: 2 must not be below retry_after \(5\)$",
