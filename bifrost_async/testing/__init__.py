@@ -29,13 +29,15 @@ The kit is a package; import from it, not from its modules (their layout may cha
 ``clock`` (:class:`FakeClock`), ``jobs`` (:func:`make_job`, :func:`processing`, :func:`finished`),
 ``fixtures`` (what the rule groups stand on), ``records``, ``bounds`` and ``extensions`` (the rule
 groups :class:`StoreContract` is made of), ``contract``, ``shared_contract``, ``webhooks``
-(:class:`WebhookRecordsContract`) and ``checks`` (internal helpers).
+(:class:`WebhookRecordsContract`), ``waiting`` (:func:`until`: wait for a condition other tasks
+on the loop make true, one loop step at a time) and ``checks`` (internal helpers).
 """
 
 from .clock import FakeClock
 from .contract import StoreContract
 from .jobs import finished, make_job, processing
 from .shared_contract import SharedStoreContract
+from .waiting import until
 from .webhooks import WebhookRecordsContract
 
 __all__ = [
@@ -46,4 +48,5 @@ __all__ = [
     "finished",
     "make_job",
     "processing",
+    "until",
 ]

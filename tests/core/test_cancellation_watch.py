@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 
 import pytest
 
 from bifrost_async.builtin.memory import MemoryStore
 from bifrost_async.core.watch import JobEndedElsewhere, run_watched
 from bifrost_async.jobs import JobStatus
-from bifrost_async.testing import FakeClock, make_job
+from bifrost_async.testing import FakeClock, make_job, until
 
 
 class CountingStore(MemoryStore):
@@ -22,15 +21,6 @@ class CountingStore(MemoryStore):
     async def wait(self, job_id: str, timeout: float) -> object:
         self.waits += 1
         return await super().wait(job_id, timeout)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until ``condition`` holds (bounded: a hang fails, a slow machine waits)."""
-    async with asyncio.timeout(10):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0)
 
 
 async def processing_job(store: CountingStore) -> str:

@@ -6,23 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 
 import pytest
 
 from bifrost_async.core import waiters as waiters_module
 from bifrost_async.core.jobs import Job, JobStatus
 from bifrost_async.core.waiters import Waiters, wait_for_job
-from bifrost_async.testing import FakeClock, make_job
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until ``condition`` holds (bounded: a hang fails, a slow machine waits)."""
-    async with asyncio.timeout(10):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0)
+from bifrost_async.testing import FakeClock, make_job, until
 
 
 def pending() -> Job:

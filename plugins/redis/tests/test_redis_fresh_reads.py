@@ -6,25 +6,16 @@ between the start write and the watch is still seen."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from bifrost_async.core.waiters import _SETTLED_BYTES, Waiters
 from bifrost_async.jobs import JobStatus
 from bifrost_async.store import StoreContext
-from bifrost_async.testing import FakeClock, finished, make_job, processing
+from bifrost_async.testing import FakeClock, finished, make_job, processing, until
 
 from bifrost_async_redis import RedisJobStore, redis_store
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until ``condition`` holds (bounded: a hang fails, a slow machine waits)."""
-    async with asyncio.timeout(10):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0)
 
 
 @pytest.fixture
