@@ -130,6 +130,7 @@ def test_the_kit_package_keeps_its_public_names_and_the_old_webhooks_module() ->
         "finished",
         "make_job",
         "processing",
+        "until",
     ]
     assert all(getattr(kit, name) is not None for name in kit.__all__)
     assert old_webhooks.WebhookRecordsContract is kit.WebhookRecordsContract
