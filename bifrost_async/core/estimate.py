@@ -38,6 +38,9 @@ MAX_TYPES = 256
 ALPHA = 0.2
 #: The hint is this share of the estimated time left (see the module docstring).
 SHARE = 0.5
+#: The largest ``retry_after_max`` (seconds) the options accept: a hint of more than a day is a
+#: typo, not an estimate, and a client that honours it would wait it out.
+MAX_HINT = 86400
 
 
 class RunTimes:
@@ -74,7 +77,7 @@ class RetryHints:
     round trip), ``concurrency`` this process's workers, ``clock`` the jobs' clock (epoch
     seconds, as ``started_at``)."""
 
-    __slots__ = ("_headers", "cap", "clock", "concurrency", "floor", "position", "run_times")
+    __slots__ = ("cap", "clock", "concurrency", "floor", "position", "run_times")
 
     def __init__(
         self,
@@ -94,8 +97,6 @@ class RetryHints:
         self.clock = clock
         self.floor = floor
         self.cap = cap
-        #: Each possible value's header bytes, made once.
-        self._headers = {n: str(n).encode() for n in range(floor, cap + 1)}
 
     def seconds(self, job: Job) -> int:
         """The hint for ``job`` (unfinished), a whole number in ``[floor, cap]``."""
@@ -112,5 +113,5 @@ class RetryHints:
         return self.floor if whole < self.floor else self.cap if whole > self.cap else whole
 
     def header(self, job: Job) -> bytes:
-        """:meth:`seconds` as the header's bytes (no formatting per poll)."""
-        return self._headers[self.seconds(job)]
+        """:meth:`seconds` as the header's bytes."""
+        return str(self.seconds(job)).encode()

@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from bifrost_async.core.estimate import MAX_HINT
 from bifrost_async.core.numbers import parse_size as parse_size
 
 ENV_PREFIX = "BIFROST_ASYNC_"
@@ -232,7 +233,7 @@ BOUNDS: dict[str, Range] = {
     "shutdown_grace": NOT_NEGATIVE,
     "max_wait_seconds": NOT_NEGATIVE,
     "poll_pacing": NOT_NEGATIVE,
-    "retry_after_max": AT_LEAST_ONE,
+    "retry_after_max": Range(1, MAX_HINT),
 }
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bifrost_async.core.estimate import MAX_HINT
 from bifrost_async.service.credentials import AcceptedKeys
 from bifrost_async.service.forwarding import parse_trusted_proxies
 from bifrost_async.service.routes import DEFAULT_ROUTES, RouteSpec, RouteTable
@@ -57,8 +58,6 @@ _INTEGERS = (
     "max_attempts",
     "max_queued_body_bytes",
 )
-#: The largest ``retry_after_max`` accepted, in seconds.
-_RETRY_AFTER_CEILING = 86400
 _NUMBERS = ("job_timeout", "lease_seconds", "shutdown_grace", "max_wait_seconds", "poll_pacing")
 
 
@@ -220,12 +219,11 @@ class AsyncJobsConfig:
         if self.retry_after_max < self.retry_after:
             below = f"{self.retry_after_max} must not be below retry_after ({self.retry_after})"
             raise OptionError("retry_after_max", below)
+        if self.retry_after_max > MAX_HINT:
+            beyond = f"must be at most {MAX_HINT} (a day), got {self.retry_after_max}"
+            raise OptionError("retry_after_max", beyond)
         if self.default_ttl > self.max_ttl:
             raise OptionError("default_ttl", f"{self.default_ttl} must not exceed max_ttl ({self.max_ttl})")
-        if self.retry_after_max > _RETRY_AFTER_CEILING:
-            # a hint of more than a day is a typo, not an estimate: the client would wait it out
-            beyond = f"must be at most {_RETRY_AFTER_CEILING} (a day), got {self.retry_after_max}"
-            raise OptionError("retry_after_max", beyond)
         try:
             # Normalised once here, so every process and every consumer sees the same networks.
             object.__setattr__(self, "trusted_proxies", parse_trusted_proxies(self.trusted_proxies))
