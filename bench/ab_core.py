@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from bench.harness import (
     jobs_spec,
     measure,
     median,
+    median_cpu_per_op,
     safe_ratio,
     started,
 )
@@ -50,10 +50,6 @@ def server_from(checkout: Path, **env: str) -> Server:
             del os.environ["PYTHONPATH"]
         else:
             os.environ["PYTHONPATH"] = previous
-
-
-def cpu_per_job(results: list[dict[str, Any]]) -> float:
-    return statistics.median(r["server_cpu"] / r["rate"] * 1e6 for r in results if r["rate"])
 
 
 def main() -> int:
@@ -95,11 +91,14 @@ def main() -> int:
             results = alternate_many(settings.rounds, {name: leg(server) for name, server in arms.items()})
     for name, r in results.items():
         print(
-            f"{name}: {median(r, 'rate'):.0f} jobs/s, {cpu_per_job(r):.0f} µs server CPU/job, "
+            f"{name}: {median(r, 'rate'):.0f} jobs/s, {median_cpu_per_op(r):.0f} µs server CPU/job, "
             f"{median(r, 'polls_per_job'):.2g} polls/job, p50 {median(r, 'p50_ms'):.1f} ms"
         )
     a, b = results["new"], results["old"]
-    rate, cpu = safe_ratio(median(a, "rate"), median(b, "rate")), safe_ratio(cpu_per_job(a), cpu_per_job(b))
+    rate, cpu = (
+        safe_ratio(median(a, "rate"), median(b, "rate")),
+        safe_ratio(median_cpu_per_op(a), median_cpu_per_op(b)),
+    )
     print(f"new/old: jobs/s {rate:.3f}, CPU/job {cpu:.3f}")
     per_round = sorted(x["rate"] / y["rate"] for x, y in zip(a, b, strict=True) if y["rate"])
     print(f"new/old jobs/s per round: {', '.join(f'{q:.2f}' for q in per_round)}")

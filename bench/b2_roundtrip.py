@@ -8,7 +8,6 @@ B is ``POST /bare/v1/embeddings``, the endpoint itself.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from .harness import (
     jobs_spec,
     measure,
     median,
+    median_cpu_per_op,
     safe_ratio,
     started,
     sync_spec,
@@ -67,7 +67,7 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
         bb = [leg(sync_spec(busy, ports))() for _ in range(busy.rounds)]
         ba = results["storm"]
     a, b = results["poll"], results["sync"]
-    cpu_a, cpu_b = cpu_per_op(a), cpu_per_op(b)
+    cpu_a, cpu_b = median_cpu_per_op(a), median_cpu_per_op(b)
     cpu_ratio = safe_ratio(cpu_a, cpu_b)
     busy_ratio = safe_ratio(median(ba, "rate"), median(bb, "rate"))
     ratio = safe_ratio(median(a, "rate"), median(b, "rate"))
@@ -128,7 +128,7 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
                     f"≥ {goal:g}",
                     arm_ratio >= goal,
                     f"{median(r, 'polls_per_job'):.2g} polls/job; p50 {fmt(median(r, 'p50_ms'), 'ms')}; "
-                    f"{fmt(cpu_per_op(r), 'µs')} server CPU/job",
+                    f"{fmt(median_cpu_per_op(r), 'µs')} server CPU/job",
                     goal_key=key,
                 )
             )
@@ -159,8 +159,3 @@ def run(settings: Settings, load: LoadGen) -> list[Row]:
         )
     )
     return rows
-
-
-def cpu_per_op(results: list[dict[str, Any]]) -> float:
-    """Median server CPU microseconds per completed operation."""
-    return statistics.median(r["server_cpu"] / r["rate"] * 1e6 for r in results if r["rate"])

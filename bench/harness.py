@@ -345,6 +345,17 @@ def median(results: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(result[key]) for result in results)
 
 
+def cpu_per_op(leg: dict[str, Any]) -> float:
+    """Server CPU microseconds per completed operation (job or call) in one leg of
+    :func:`measure`; NaN when the leg completed none."""
+    return float(leg["server_cpu"] / leg["rate"] * 1e6) if leg["rate"] else math.nan
+
+
+def median_cpu_per_op(results: list[dict[str, Any]]) -> float:
+    """Median of :func:`cpu_per_op` over the legs that completed something."""
+    return statistics.median(cpu_per_op(leg) for leg in results if leg["rate"])
+
+
 def safe_ratio(a: float, b: float) -> float:
     """``a / b``, or NaN when ``b`` is 0 (a leg that completed nothing, e.g. on a stalled
     machine in a smoke run): the table shows ``nan`` instead of the run crashing."""

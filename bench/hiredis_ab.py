@@ -25,12 +25,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import LoadGen, RedisServer, Running, Settings, alternate, jobs_spec, measure, median
+from bench.harness import (
+    LoadGen,
+    RedisServer,
+    Running,
+    Settings,
+    alternate,
+    cpu_per_op,
+    jobs_spec,
+    measure,
+    median,
+)
 from bench.python_ab import ServerWith
 
 PROBE = "import redis, redis.utils as u; print(redis.__version__, u.HIREDIS_AVAILABLE)"
@@ -41,11 +50,6 @@ def probe(python: str) -> tuple[str, bool]:
     done = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True)
     version, available = done.stdout.split()
     return version, available == "True"
-
-
-def cpu_per_job(leg: dict[str, Any]) -> float:
-    """Server CPU seconds per completed job in one leg (NaN if the leg completed none)."""
-    return float(leg["server_cpu"] / leg["rate"]) if leg["rate"] else math.nan
 
 
 COMMAND_TASKS = 16
@@ -124,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         load.close()
     for label, (version, _), legs in zip(("with hiredis", "without"), probes, results, strict=True):
-        cpu = statistics.median(cpu_per_job(leg) * 1e6 for leg in legs)
+        cpu = statistics.median(cpu_per_op(leg) for leg in legs)
         print(
             f"{label:>12} (redis-py {version}): median {median(legs, 'rate'):.0f} jobs/s, "
             f"{cpu:,.0f} µs server CPU per job; legs {[round(leg['rate']) for leg in legs]}"
         )
     rounds = [x["rate"] / y["rate"] if y["rate"] else math.nan for x, y in zip(*results, strict=True)]
-    cpus = [cpu_per_job(x) / cpu_per_job(y) for x, y in zip(*results, strict=True)]
+    cpus = [cpu_per_op(x) / cpu_per_op(y) for x, y in zip(*results, strict=True)]
     print(f"per round, jobs/s with / without: {[round(r, 3) for r in rounds]}")
     print(f"per round, server CPU per job with / without: {[round(r, 3) for r in cpus]}")
     print(f"with / without hiredis: {median(results[0], 'rate') / median(results[1], 'rate'):.3f}")

@@ -11,7 +11,6 @@ the figures of benchmarks 5, 6 and 9 depend on which one the store runs on.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ from bench.harness import (
     listening_socket,
     measure,
     median,
+    median_cpu_per_op,
 )
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         load.close()
     for python, legs in zip(pythons, results, strict=True):
-        cpu = statistics.median(leg["server_cpu"] / leg["rate"] * 1e6 for leg in legs if leg["rate"])
+        cpu = median_cpu_per_op(legs)
         print(
             f"redis-py {redis_py_version(python)} ({python}): median {median(legs, 'rate'):.0f} jobs/s, "
             f"{cpu:,.0f} µs server CPU per job; legs {[round(leg['rate']) for leg in legs]}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from bench.harness import (
     Server,
     Settings,
     alternate_many,
+    cpu_per_op,
     jobs_spec,
     measure,
     median,
@@ -49,11 +49,6 @@ from bench.harness import (
 #: (BENCH_LOOP, BENCH_HTTP) of each server (``bench/serve.py``).
 PAIRS = {"fast": ("uvloop", "httptools"), "plain": ("asyncio", "h11")}
 WORKLOADS = ("sync", "jobs", "prefer")
-
-
-def cpu_per_op(leg: dict[str, Any]) -> float:
-    """Server CPU µs per completed operation in one leg (NaN if it completed none)."""
-    return float(leg["server_cpu"] / leg["rate"] * 1e6) if leg["rate"] else math.nan
 
 
 def specs(settings: Settings, port: int) -> dict[str, dict[str, Any]]:
