@@ -249,15 +249,19 @@ async def chat(request: Request) -> JSONResponse:
     return JSONResponse({"auth": request.headers.get("authorization"), "body": (await request.json())["n"]})
 
 
-def instance(url: str, name: str, **options: Any) -> AsyncJobsMiddleware:
-    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+def instance(url: str, name: str | None, app: Any = None, **options: Any) -> AsyncJobsMiddleware:
+    """One instance of the middleware on the Redis store and queue at ``url``, around ``app``
+    (default: an app echoing ``chat``), as worker ``name`` (``None``: the default name)."""
+    if app is None:
+        app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    if name is not None:
+        options["worker_name"] = name
     return AsyncJobsMiddleware(
         app,
         store="redis",
         store_options={"url": url, "sweep_interval": 0},
         queue="redis",
         encryption_key=KEY,
-        worker_name=name,
         **options,
     )
 
@@ -310,19 +314,7 @@ async def test_middleware_instances_replay_each_others_jobs_into_their_own_app(r
 
         return Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])])
 
-    apps = []
-    for name in ("a", "b"):
-        apps.append(
-            AsyncJobsMiddleware(
-                app_copy(name),
-                store="redis",
-                store_options={"url": redis_url, "sweep_interval": 0},
-                queue="redis",
-                encryption_key=KEY,
-                worker_name=name,
-                concurrency=1,
-            )
-        )
+    apps = [instance(redis_url, name, app_copy(name), concurrency=1) for name in ("a", "b")]
     for app in apps:
         await app.startup()
     try:
@@ -357,19 +349,7 @@ async def test_places_and_the_owner_share_hold_across_instances(redis_url: str) 
 
         return Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])])
 
-    apps = [
-        AsyncJobsMiddleware(
-            app_copy(),
-            store="redis",
-            store_options={"url": redis_url, "sweep_interval": 0},
-            queue="redis",
-            encryption_key=KEY,
-            worker_name=name,
-            concurrency=1,
-            owner_queue_size=5,
-        )
-        for name in ("a", "b")
-    ]
+    apps = [instance(redis_url, name, app_copy(), concurrency=1, owner_queue_size=5) for name in ("a", "b")]
     for app in apps:
         await app.startup()
     alice = {"Authorization": SECRET}
@@ -453,12 +433,10 @@ async def test_no_credential_is_in_redis_in_clear_after_real_submits(
         await gate.wait()
         return JSONResponse({})
 
-    app = AsyncJobsMiddleware(
+    app = instance(
+        redis_url,
+        None,
         Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])]),
-        store="redis",
-        store_options={"url": redis_url, "sweep_interval": 0},
-        queue="redis",
-        encryption_key=KEY,
         owner_secret="owner-secret",
         concurrency=1,
     )
@@ -541,16 +519,7 @@ async def test_a_run_thought_lost_runs_twice_and_the_first_result_wins(redis_url
         return Starlette(routes=[Route("/v1/chat/completions", held, methods=["POST"])])
 
     apps = {
-        name: AsyncJobsMiddleware(
-            app_copy(name),
-            store="redis",
-            store_options={"url": redis_url, "sweep_interval": 0},
-            queue="redis",
-            encryption_key=KEY,
-            worker_name=name,
-            concurrency=1,
-            lease_seconds=0.5,
-        )
+        name: instance(redis_url, name, app_copy(name), concurrency=1, lease_seconds=0.5)
         for name in ("a", "b")
     }
     for app in apps.values():
